@@ -1,0 +1,262 @@
+"""Typed experiment configuration: YAML files, composed by ``base:``, overridden from the CLI.
+
+A config has four sections (``model``, ``data``, ``train``, ``inference``) plus ``out``. Files may
+name other configs in ``base:`` (built-in names such as ``nuclei2d`` or paths); later values win.
+Every mistake is one line that names the file and the key: unknown keys, wrong types and
+impossible values alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medseg.errors import MedsegError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_MODEL = "dual_unet_resnet"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which network to build; ``options`` go to :func:`medseg.models.build_model` unchanged."""
+
+    name: str = DEFAULT_MODEL
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(_Section):
+    """Where the cases are and how they are preprocessed (stored with every run for ``predict``)."""
+
+    path: str | None = None
+    demo: Literal["nuclei2d", "organ3d"] = "nuclei2d"
+    preset: Literal["ct", "mri", "gray2d", "rgb2d"] | None = None
+    patch_size: list[int] = Field(default_factory=lambda: [128, 128])
+    spacing: list[float] | None = None
+    ct_window: tuple[float, float] = (-175.0, 250.0)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    fold: int | None = Field(None, ge=0)
+    num_folds: int = Field(5, ge=2)
+    num_samples: int = Field(2, ge=1)
+    elastic: bool = False
+    cache: Literal["none", "memory", "disk"] = "memory"
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, value: list[int]) -> list[int]:
+        if len(value) not in (2, 3) or any(v < 8 for v in value):
+            raise ValueError("must list 2 or 3 sizes, each at least 8, e.g. [128, 128] or [96, 96, 64]")
+        return value
+
+    @field_validator("spacing")
+    @classmethod
+    def _spacing(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) != 3 or any(v <= 0 for v in value)):
+            raise ValueError("must be three positive numbers in mm, e.g. [1.5, 1.5, 2.0]")
+        return value
+
+
+class TrainConfig(_Section):
+    """Optimisation, schedule, validation cadence and the hardware path."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.99, ge=0, lt=1)
+    schedule: Literal["cosine", "poly", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(12.0, gt=0)
+    loss: Literal["dice_ce", "dice_focal"] = "dice_ce"
+    deep_supervision_weights: list[float] = Field(default_factory=lambda: [1.0, 0.5])
+    val_every: int = Field(1, ge=1)
+    early_stopping: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool = False
+
+
+class InferenceConfig(_Section):
+    """Sliding-window settings shared by validation and ``medseg predict``."""
+
+    overlap: float = Field(0.5, ge=0, lt=1)
+    sw_batch_size: int = Field(4, ge=1)
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    tta: bool = False
+    largest_component: bool = False
+    save_probabilities: bool = False
+
+
+class ExperimentConfig(_Section):
+    """The whole experiment; ``medseg train`` writes the resolved one to ``config.yaml``."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    out: str = "runs"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.data.spacing is not None and len(self.data.patch_size) != 3:
+            raise ValueError("data.spacing is for 3D data; set a 3-number data.patch_size or remove data.spacing")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped with medseg (``configs/`` in the repository)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _resolve_ref(ref: str, relative_to: Path | None) -> Path:
+    candidates = [Path(ref)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to.parent / ref)
+    candidates.append(CONFIG_DIR / (ref if ref.endswith((".yaml", ".yml")) else f"{ref}.yaml"))
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = f" (named in {relative_to})" if relative_to else ""
+    raise MedsegError(
+        f"config '{ref}'{where} not found; give a YAML path or one of: {', '.join(builtin_configs())}"
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise MedsegError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from err
+    except OSError as err:
+        raise MedsegError(f"{path}: cannot read config ({err.strerror}); check the path") from err
+    if not isinstance(data, dict):
+        raise MedsegError(f"{path}: a config must be a mapping of sections (model, data, train, inference)")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested mappings; values in ``update`` win, except ``model.options`` merge key by key."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_raw(ref: str | Path, relative_to: Path | None = None, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read one config and everything it names in ``base:``, merged in order."""
+    path = _resolve_ref(str(ref), relative_to).resolve()
+    if path in _seen:
+        raise MedsegError(f"{path}: 'base' includes itself through {' -> '.join(map(str, _seen))}; remove the loop")
+    data = _read_yaml(path)
+    bases = data.pop("base", []) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = deep_merge(merged, load_raw(base, path, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def parse_set(items: Iterable[str]) -> dict[str, Any]:
+    """Turn ``--set train.lr=3e-4`` items into a nested dict; values are parsed as YAML scalars."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise MedsegError(f"--set '{item}': expected section.key=value, e.g. --set train.lr=3e-4")
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return result
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    """The first validation problem as one line: where, which key, what is wrong, how to fix it."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        section_model: type[BaseModel] = ExperimentConfig
+        for part in first["loc"][:-1]:
+            field = section_model.model_fields.get(str(part))
+            annotation = getattr(field, "annotation", None) if field else None
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                section_model = annotation
+        known = list(section_model.model_fields)
+        guess = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys: {', '.join(known)}"
+        return f"{source}: unknown key '{loc}'; {hint}"
+    value = first.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
+    return f"{source}: {loc or 'config'}: {first['msg']}{shown}; fix this value"
+
+
+def validate(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a raw mapping into an :class:`ExperimentConfig` or raise a one-line MedsegError."""
+    try:
+        return ExperimentConfig.model_validate(dict(raw))
+    except ValidationError as err:
+        raise MedsegError(_format_error(err, source)) from None
+
+
+def resolve_config(
+    model: str | None = None,
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+) -> ExperimentConfig:
+    """Compose the experiment config the way ``medseg train`` does.
+
+    Order, later wins: the ``config`` file (or the built-in config of ``model``, default
+    ``dual_unet_resnet``), the built-in model section when ``model`` differs from the file's, the
+    explicit ``overrides`` (``{"train": {"epochs": 3}}``), then ``--set`` items.
+    """
+    source = str(config) if config else f"built-in config '{model or DEFAULT_MODEL}'"
+    raw = load_raw(config) if config else _builtin_for(model or DEFAULT_MODEL)
+    if model and raw.get("model", {}).get("name", DEFAULT_MODEL) != model:
+        raw["model"] = _builtin_for(model).get("model", {"name": model})
+    raw = deep_merge(raw, overrides or {})
+    extra = parse_set(sets)
+    if extra:
+        raw = deep_merge(raw, extra)
+        source += " with --set"
+    return validate(raw, source)
+
+
+def _builtin_for(model: str) -> dict[str, Any]:
+    path = CONFIG_DIR / f"{model}.yaml"
+    if path.is_file():
+        return load_raw(path)
+    return {"model": {"name": model}}
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate one YAML file (a run's ``config.yaml`` or any experiment file)."""
+    return validate(load_raw(path), str(path))

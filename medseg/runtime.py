@@ -1,0 +1,169 @@
+"""Device, precision and memory-format choice, in one place.
+
+``auto`` precision means: on CUDA, bf16 where the GPU supports it, else fp16 with a GradScaler;
+on a CPU, bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32.
+Weights stay fp32 masters; losses, metrics, softmax and sliding-window accumulation run in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from medseg.errors import MedsegError
+
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_bf16_reason(flags: frozenset[str] | None = None) -> str | None:
+    """Name the native bf16 feature of this CPU, or None when it has none.
+
+    ``MEDSEG_CPU_BF16=0|1`` overrides the detection (for testing and for odd hypervisors).
+    """
+    override = os.environ.get("MEDSEG_CPU_BF16")
+    if override is not None:
+        return "MEDSEG_CPU_BF16=1" if override.strip() in {"1", "true", "yes"} else None
+    flags = cpu_flags() if flags is None else flags
+    for flag in _CPU_BF16_FLAGS:
+        if flag in flags:
+            return flag.upper().replace("_", "-")
+    return None
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a device; ``auto`` takes the GPU when there is one."""
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise MedsegError(f"--device {spec}: no CUDA GPU is visible to torch; use --device cpu or auto")
+    try:
+        return torch.device(spec)
+    except RuntimeError as err:
+        raise MedsegError(f"--device {spec}: not a device name; use auto, cpu, cuda or cuda:N") from err
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved numeric precision for one run."""
+
+    name: Literal["fp32", "bf16", "fp16"]
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.name]
+
+    @property
+    def autocast(self) -> bool:
+        return self.name != "fp32"
+
+    @property
+    def grad_scaler(self) -> bool:
+        """fp16 needs loss scaling; bf16 has fp32's exponent range and does not."""
+        return self.name == "fp16"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+def resolve_precision(spec: str, device: torch.device) -> Precision:
+    """Pick the precision for ``device``; explicit choices are checked against the hardware."""
+    spec = (spec or "auto").lower()
+    if spec not in {"auto", *_DTYPES}:
+        raise MedsegError(f"precision '{spec}' is not known; use auto, fp32, bf16 or fp16")
+    if device.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if spec == "auto":
+            return Precision("bf16", "GPU supports bf16") if bf16_ok else Precision("fp16", "GPU lacks bf16")
+        if spec == "bf16" and not bf16_ok:
+            raise MedsegError("precision bf16: this GPU does not support bf16; use fp16, fp32 or auto")
+        return Precision(spec, "requested")  # type: ignore[arg-type]
+    if spec == "fp16":
+        raise MedsegError("precision fp16 is for CUDA GPUs; on a CPU use bf16, fp32 or auto")
+    reason = cpu_bf16_reason()
+    if spec == "auto":
+        return Precision("bf16", f"CPU has {reason}") if reason else Precision("fp32", "CPU lacks native bf16")
+    if spec == "bf16":
+        return Precision("bf16", "requested" if reason else "requested; CPU lacks native bf16, expect it slow")
+    return Precision("fp32", "requested")
+
+
+def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Autocast context for the forward pass (a no-op in fp32)."""
+    if not precision.autocast:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=precision.dtype)
+
+
+def memory_format(spatial_dims: int) -> torch.memory_format:
+    """channels_last for 2D batches, channels_last_3d for volumes."""
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def resolve_channels_last(spec: bool | str, spatial_dims: int, device: torch.device) -> bool:
+    """``auto`` uses channels_last where benchmarks/speed.py measured it faster (see docs/benchmarks.md).
+
+    2D convolutions are faster in NHWC on both CPU (oneDNN) and GPU (cuDNN tensor cores). For 3D the CPU
+    measurement favoured NCDHW, so ``auto`` keeps volumes contiguous on the CPU.
+    """
+    if isinstance(spec, bool):
+        return spec
+    if spec != "auto":
+        raise MedsegError(f"channels_last '{spec}' is not known; use true, false or auto")
+    return spatial_dims == 2 or device.type == "cuda"
+
+
+def prepare_module(module: nn.Module, device: torch.device, spatial_dims: int, channels_last: bool) -> nn.Module:
+    """Move a model to its device and memory format."""
+    module = module.to(device)
+    if channels_last:
+        module = module.to(memory_format=memory_format(spatial_dims))
+    return module
+
+
+def prepare_batch(x: torch.Tensor, device: torch.device, spatial_dims: int, channels_last: bool) -> torch.Tensor:
+    """Move a batch to its device (non-blocking from pinned memory) and memory format."""
+    x = x.to(device, non_blocking=device.type == "cuda")
+    if channels_last and x.dim() == spatial_dims + 2:
+        x = x.contiguous(memory_format=memory_format(spatial_dims))
+    return x
+
+
+@contextlib.contextmanager
+def inference_context() -> Iterator[None]:
+    """``torch.inference_mode`` for prediction and validation."""
+    with torch.inference_mode():
+        yield
+
+
+def describe(device: torch.device, precision: Precision, channels_last: bool) -> str:
+    """One line for the start of a run: what will run where, and why."""
+    if device.type == "cuda":
+        where = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        where = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"device {where}, precision {precision}, channels_last {'on' if channels_last else 'off'}"
