@@ -191,11 +191,22 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            node[parts[-1]] = value
+        node[parts[-1]] = _scalar(value)
     return result
+
+
+def _scalar(text: str) -> Any:
+    """Parse a --set value as YAML; also read ``1e-3`` as a number (YAML 1.1 wants ``1.0e-3``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -1,0 +1,62 @@
+"""Device and precision choice, including the fallback when the CPU lacks bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medseg import runtime
+from medseg.errors import MedsegError
+
+
+def test_cpu_bf16_detection_reads_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDSEG_CPU_BF16", raising=False)
+    assert runtime.cpu_bf16_reason(frozenset({"avx2", "avx512_bf16"})) == "AVX512-BF16"
+    assert runtime.cpu_bf16_reason(frozenset({"amx_bf16", "amx_tile"})) == "AMX-BF16"
+    assert runtime.cpu_bf16_reason(frozenset({"avx2", "avx512f"})) is None
+
+
+def test_auto_precision_falls_back_to_fp32_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("MEDSEG_CPU_BF16", "0")
+    assert runtime.resolve_precision("auto", cpu).name == "fp32"
+    monkeypatch.setenv("MEDSEG_CPU_BF16", "1")
+    chosen = runtime.resolve_precision("auto", cpu)
+    assert chosen.name == "bf16" and chosen.autocast and not chosen.grad_scaler
+    assert runtime.resolve_precision("fp32", cpu).name == "fp32"
+
+
+def test_fp16_on_cpu_and_unknown_names_are_clear_errors() -> None:
+    with pytest.raises(MedsegError, match="fp16 is for CUDA"):
+        runtime.resolve_precision("fp16", torch.device("cpu"))
+    with pytest.raises(MedsegError, match="not known"):
+        runtime.resolve_precision("fp8", torch.device("cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_cuda_request_without_gpu_is_a_clear_error() -> None:
+    assert runtime.resolve_device("auto").type == "cpu"
+    with pytest.raises(MedsegError, match="no CUDA GPU"):
+        runtime.resolve_device("cuda")
+
+
+def test_autocast_runs_bf16_matmul_and_fp32_is_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("MEDSEG_CPU_BF16", "1")
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(2, 8)
+    with runtime.autocast(runtime.resolve_precision("bf16", cpu), cpu):
+        assert layer(x).dtype == torch.bfloat16
+    with runtime.autocast(runtime.resolve_precision("fp32", cpu), cpu):
+        assert layer(x).dtype == torch.float32
+    assert layer.weight.dtype == torch.float32  # fp32 master weights
+
+
+def test_channels_last_choice_and_batch_format() -> None:
+    cpu = torch.device("cpu")
+    assert runtime.resolve_channels_last("auto", 2, cpu) is True
+    assert runtime.resolve_channels_last(False, 2, cpu) is False
+    x = runtime.prepare_batch(torch.randn(2, 3, 8, 8), cpu, 2, True)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    v = runtime.prepare_batch(torch.randn(1, 2, 4, 4, 4), cpu, 3, True)
+    assert v.is_contiguous(memory_format=torch.channels_last_3d)
