@@ -90,21 +90,19 @@ def evaluate_command(
     pred: Annotated[Path, typer.Argument(help="Prediction label file, or a folder of them.")],
     gt: Annotated[Path, typer.Argument(help="Ground-truth label file, or a folder matched by case name.")],
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Folder for metrics.csv and summary.json [default: PRED/evaluation, or "
-        "<case>_evaluation beside a PRED file].")] = None,
+        "--out", "-o", help="Folder for metrics.csv and summary.json (default: PRED/evaluation for a "
+        "folder, <case>_evaluation beside a PRED file).")] = None,
     tolerance: Annotated[float, typer.Option(
         "--tolerance", help="Normalised surface Dice tolerance in mm.")] = 1.0,
     labels: Annotated[list[str] | None, typer.Option(
         "--labels", help="Classes to evaluate as VALUE=NAME pairs (1=liver,2=tumour) or a dataset.json; "
         "default: every non-zero value found.")] = None,
 ) -> None:
-    """Compare predictions with ground truth: Dice, IoU, HD95, ASSD, NSD, sensitivity, specificity,
-    precision and volume difference per case and foreground class, distances in mm from the voxel spacing.
+    """Compare predictions with ground truth: Dice, IoU, HD95, ASSD, NSD, sensitivity, specificity, precision and volume difference per case and foreground class, with distances in mm from the voxel spacing.
 
-    Folders are matched by case name (image suffixes and a _seg suffix on predictions ignored). A case
-    whose files cannot be read or differ in shape or geometry is reported and skipped; the exit code
-    is then 1. Empty masks: both empty gives Dice 1 and NaN distances, one empty gives Dice 0 and
-    infinite distances; the table counts such cases (missed / spurious / both empty).
+    Folders are matched by case name (image suffixes, and a _seg suffix on predictions, are ignored). A case whose files cannot be read or differ in shape or geometry is reported and skipped, and the exit code is then 1.
+
+    Empty masks: both empty gives Dice 1 and NaN distances; one empty gives Dice 0 and infinite distances. The table counts such cases (Missed / FP / Empty); see docs/evaluation.md.
     """
     from rich.progress import Progress
 
