@@ -1,0 +1,238 @@
+"""MONAI dictionary-transform presets for training, validation and inference, and cached datasets.
+
+Every pipeline works on the keys ``image`` and ``label`` and runs: load (:func:`medseg.data.io.load_transform`)
+→ channel first → (3D) orientation RAS and target spacing → preset normalisation → (train only)
+padding, foreground-balanced random crops and augmentation. ``val``/``infer`` stop after the
+normalisation: they are deterministic, keep the whole image (the training loop and the predictor use
+sliding-window inference over ``patch_size``) and are invertible with ``monai.transforms.Invertd``.
+
+Presets (``preset`` in the config):
+
+- ``ct``: clip to the HU window ``ct_window`` and scale it to [0, 1];
+- ``mri``: z-score over non-zero voxels, per channel;
+- ``gray2d``: scale each image to [0, 1] (min-max);
+- ``rgb2d``: scale each channel to [0, 1] (min-max per channel).
+
+Labels are one channel of integer class indices (stored as float32, resampled with nearest neighbour).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    Rand2DElasticd,
+    Rand3DElasticd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+from medseg.data.io import read_header
+from medseg.errors import MedsegError
+
+STAGES = ("train", "val", "infer")
+DEFAULT_CACHE_BYTES = 8 * 1024**3  # a third of the 24 GiB machine: room for the model, workers and the OS
+
+
+def _ct(window: tuple[float, float]) -> list[MapTransform]:
+    lo, hi = float(window[0]), float(window[1])
+    if not hi > lo:
+        raise MedsegError(f"data.ct_window {list(window)}: the upper HU bound must exceed the lower, e.g. [-175, 250]")
+    return [ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
+
+
+_PRESETS: dict[str, Callable[[tuple[float, float]], list[MapTransform]]] = {
+    "ct": _ct,
+    "mri": lambda _: [NormalizeIntensityd("image", nonzero=True, channel_wise=True)],
+    "gray2d": lambda _: [ScaleIntensityd("image", minv=0.0, maxv=1.0)],
+    "rgb2d": lambda _: [ScaleIntensityd("image", minv=0.0, maxv=1.0, channel_wise=True)],
+}
+_NOISE_STD = {"ct": 0.02, "mri": 0.1, "gray2d": 0.03, "rgb2d": 0.03}  # in normalised units
+
+
+def presets() -> list[str]:
+    """Names accepted as ``preset``."""
+    return list(_PRESETS)
+
+
+def _check(stage: str, preset: str, spatial_dims: int, patch_size: Sequence[int], spacing: Sequence[float] | None) -> None:
+    if stage not in STAGES:
+        raise MedsegError(f"stage {stage!r}: use one of {', '.join(STAGES)}")
+    if preset not in _PRESETS:
+        raise MedsegError(f"data.preset {preset!r}: use one of {', '.join(_PRESETS)}")
+    if spatial_dims not in (2, 3):
+        raise MedsegError(f"spatial_dims {spatial_dims}: use 2 or 3")
+    if len(patch_size) != spatial_dims:
+        raise MedsegError(f"data.patch_size {list(patch_size)}: give {spatial_dims} sizes for {spatial_dims}D images")
+    if spacing is not None and (spatial_dims != 3 or len(spacing) != 3):
+        raise MedsegError(f"data.spacing {list(spacing)}: only for 3D images, as three numbers in mm")
+
+
+def deterministic_transforms(
+    *,
+    preset: str,
+    spatial_dims: int,
+    spacing: Sequence[float] | None = None,
+    ct_window: Sequence[float] = (-175.0, 250.0),
+    label: bool = True,
+) -> list[MapTransform]:
+    """Load, channel first, (3D) RAS + spacing, normalisation: the part shared by every stage."""
+    from medseg.data.io import load_transform
+
+    keys = ["image", "label"] if label else ["image"]
+    steps: list[MapTransform] = [
+        load_transform(keys),
+        EnsureChannelFirstd(keys),
+        EnsureTyped(keys, dtype=np.float32, track_meta=True),
+    ]
+    if spatial_dims == 3:
+        steps.append(Orientationd(keys, axcodes="RAS", labels=None))
+        if spacing is not None:
+            modes = ("bilinear", "nearest")[: len(keys)]
+            steps.append(Spacingd(keys, pixdim=[float(s) for s in spacing], mode=modes))
+    steps += _PRESETS[preset]((float(ct_window[0]), float(ct_window[1])))
+    return steps
+
+
+def train_augmentations(
+    *,
+    preset: str,
+    spatial_dims: int,
+    patch_size: Sequence[int],
+    elastic: bool = False,
+    num_samples: int = 2,
+) -> list[MapTransform]:
+    """Pad to the patch, foreground-balanced crops, flips, 90° turns, small affine, intensity, (elastic)."""
+    keys = ["image", "label"]
+    patch = [int(p) for p in patch_size]
+    steps: list[MapTransform] = [
+        SpatialPadd(keys, spatial_size=patch),
+        RandCropByPosNegLabeld(
+            keys, label_key="label", spatial_size=patch, pos=1.0, neg=1.0, num_samples=num_samples,
+            image_key="image", allow_smaller=False,
+        ),
+    ]
+    steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+    if patch[0] == patch[1]:  # a quarter turn in the (first two axes) plane keeps the patch shape
+        steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
+    rotate = [math.radians(15)] if spatial_dims == 2 else [0.0, 0.0, math.radians(15)]
+    steps.append(
+        RandAffined(
+            keys, prob=0.2, rotate_range=rotate, scale_range=[0.1] * spatial_dims,
+            mode=("bilinear", "nearest"), padding_mode="zeros",
+        )
+    )
+    if elastic:
+        if spatial_dims == 2:
+            grid = tuple(max(4, p // 8) for p in patch)
+            steps.append(Rand2DElasticd(keys, spacing=grid, magnitude_range=(1.0, 2.0), prob=0.2,
+                                        mode=("bilinear", "nearest"), padding_mode="zeros"))
+        else:
+            steps.append(Rand3DElasticd(keys, sigma_range=(5.0, 8.0), magnitude_range=(50.0, 150.0), prob=0.2,
+                                        mode=("bilinear", "nearest"), padding_mode="zeros"))
+    steps += [
+        RandGaussianNoised("image", prob=0.15, mean=0.0, std=_NOISE_STD[preset]),
+        RandScaleIntensityd("image", factors=0.1, prob=0.3),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.3),
+    ]
+    return steps
+
+
+def build_transforms(
+    stage: str,
+    *,
+    preset: str,
+    spatial_dims: int,
+    patch_size: Sequence[int],
+    spacing: Sequence[float] | None = None,
+    ct_window: Sequence[float] = (-175.0, 250.0),
+    elastic: bool = False,
+    num_samples: int = 2,
+    label: bool = True,
+) -> Compose:
+    """The transform pipeline of one stage (``train``, ``val`` or ``infer``) on keys ``image``/``label``.
+
+    ``train`` returns ``num_samples`` patch dicts per case (a list); ``val``/``infer`` return the whole,
+    normalised image, deterministically and invertibly (``Invertd``). ``label=False`` (inference)
+    drops the label key; training needs labels.
+    """
+    _check(stage, preset, spatial_dims, patch_size, spacing)
+    if stage == "train" and not label:
+        raise MedsegError("stage 'train' needs labels; use label=True")
+    steps = deterministic_transforms(
+        preset=preset, spatial_dims=spatial_dims, spacing=spacing, ct_window=tuple(ct_window), label=label
+    )
+    if stage == "train":
+        steps += train_augmentations(
+            preset=preset, spatial_dims=spatial_dims, patch_size=patch_size, elastic=elastic, num_samples=num_samples
+        )
+    return Compose(steps)
+
+
+# -- datasets ----------------------------------------------------------------------------------------
+def estimate_bytes(dicts: Sequence[dict[str, Any]]) -> int:
+    """float32 bytes of the cached (loaded, not yet augmented) images and labels, from file headers."""
+    total = 0
+    for item in dicts:
+        for key in ("image", "label"):
+            value = item.get(key)
+            if value is None:
+                continue
+            for path in [value] if isinstance(value, str | os.PathLike) else value:
+                try:
+                    meta = read_header(path)
+                except MedsegError:
+                    continue
+                total += int(np.prod(meta.shape)) * meta.num_channels * 4
+    return total
+
+
+def build_dataset(
+    dicts: Sequence[dict[str, Any]],
+    transform: Callable[..., Any],
+    cache: str = "memory",
+    cache_dir: str | os.PathLike[str] | None = None,
+    max_cache_bytes: int = DEFAULT_CACHE_BYTES,
+    num_workers: int | None = None,
+) -> Dataset:
+    """A MONAI dataset over ``dicts``: plain (``none``), ``CacheDataset`` (``memory``) or ``PersistentDataset`` (``disk``).
+
+    ``memory`` caches the deterministic part of ``transform`` for as many cases as fit in
+    ``max_cache_bytes`` (8 GiB by default, estimated from the file headers; resampling can change
+    the real size); ``disk`` writes it under ``cache_dir`` once and reads it back in later epochs and runs.
+    """
+    data = list(dicts)
+    if cache == "none":
+        return Dataset(data, transform)
+    if cache == "memory":
+        need = estimate_bytes(data)
+        rate = 1.0 if need <= max_cache_bytes else max_cache_bytes / need
+        workers = num_workers if num_workers is not None else max(1, min(4, os.cpu_count() or 1))
+        return CacheDataset(data, transform, cache_rate=rate, num_workers=workers, progress=False)
+    if cache == "disk":
+        if cache_dir is None:
+            raise MedsegError("data.cache 'disk' needs a cache folder; pass cache_dir (the run folder's .cache)")
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(data, transform, cache_dir=str(cache_dir))
+    raise MedsegError(f"data.cache {cache!r}: use none, memory or disk")
