@@ -17,29 +17,39 @@ def models_command(
     spatial_dims: Annotated[int, typer.Option("--spatial-dims", help="Build everything in 2D or 3D.")] = 2,
     size: Annotated[int, typer.Option(help="Edge of the reference input the model GFLOPs refer to.")] = 256,
 ) -> None:
-    """List the registered encoders and models: parameters, forward GFLOPs, description.
+    """List the registered encoders (parameters) and models (parameters, forward GFLOPs).
 
-    Everything is built on PyTorch's meta device, so the listing is instant and allocates nothing.
+    Everything is built on PyTorch's meta device, so the listing takes seconds and allocates nothing.
     Models have 1 input channel and 2 classes; encoders have 1 input channel and no classifier.
     """
     from medseg.models.summary import reference_shape, summarize
 
     if spatial_dims not in (2, 3):
         raise MedsegError(f"--spatial-dims {spatial_dims}: give 2 or 3")
-    if size < 32:
-        raise MedsegError(f"--size {size}: give at least 32 (the ResNet encoders reduce by 32)")
+    if size < 1:
+        raise MedsegError(f"--size {size}: give a positive edge length, e.g. --size 256")
+    rows = summarize(spatial_dims, size)
     shape = "×".join(str(s) for s in reference_shape(spatial_dims, size))
-    table = Table(
-        title=f"medseg encoders and models ({spatial_dims}D)",
-        caption=f"GFLOPs: one forward pass of a {shape} input (models: 1 channel in, 2 classes out; "
-        "a multiply-add counts 2). Encoders: 1 input channel, no classifier.",
+    console = Console()
+
+    encoders = Table(title=f"Encoders ({spatial_dims}D, 1 input channel, no classifier)")
+    encoders.add_column("Name", style="bold")
+    encoders.add_column("Parameters", justify="right")
+    encoders.add_column("Description")
+    for row in rows:
+        if row.kind == "encoder":
+            encoders.add_row(row.name, f"{row.parameters:,}", row.description)
+    console.print(encoders)
+
+    models = Table(
+        title=f"Models ({spatial_dims}D, 1 input channel, 2 classes, default options)",
+        caption=f"GFLOPs: one forward pass of a {shape} input (a multiply-add counts 2).",
     )
-    table.add_column("Kind")
-    table.add_column("Name", style="bold")
-    table.add_column("Parameters", justify="right")
-    table.add_column("GFLOPs", justify="right")
-    table.add_column("Description")
-    for row in summarize(spatial_dims, size):
-        gflops = "" if row.gflops is None else f"{row.gflops:.2f}"
-        table.add_row(row.kind, row.name, f"{row.parameters:,}", gflops, row.description)
-    Console().print(table)
+    models.add_column("Name", style="bold")
+    models.add_column("Parameters", justify="right")
+    models.add_column(f"GFLOPs @ {shape}", justify="right")
+    models.add_column("Description")
+    for row in rows:
+        if row.kind == "model":
+            models.add_row(row.name, f"{row.parameters:,}", f"{row.gflops:.2f}", row.description)
+    console.print(models)

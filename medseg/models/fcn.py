@@ -14,6 +14,7 @@ import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
+from medseg.errors import MedsegError
 from medseg.models.blocks import check_choice, crop_to, pad_to_multiple, resize
 from medseg.models.registry import as_list, register_model
 from medseg.models.unet_resnet import make_encoder
@@ -55,6 +56,9 @@ class FCN(nn.Module):
         check_choice("variant", variant, list(VARIANTS))
         self.encoder = make_encoder(encoder, spatial_dims, in_channels, encoder_options, encoder_weights)
         stages = VARIANTS[variant]
+        if len(self.encoder.out_channels) < stages:
+            raise MedsegError(f"model option variant={variant}: encoder {encoder} has only "
+                              f"{len(self.encoder.out_channels)} feature maps; use fcn32s or a deeper encoder")
         channels = list(self.encoder.out_channels)[::-1][:stages]  # deepest first
         self.scores = nn.ModuleList(Conv[Conv.CONV, spatial_dims](c, out_channels, 1) for c in channels)
         self.multiple = max(self.encoder.reductions)

@@ -26,7 +26,7 @@ def test_models_lists_everything_with_params_and_gflops():
     with torch.device("meta"):
         unet = build_model("unet")
         params, gflops = count_parameters(unet), forward_gflops(unet, (1, 1, 256, 256))
-    row = next(line for line in out.splitlines() if re.search(r"\bunet\b", line) and "model" in line)
+    row = next(line for line in out.splitlines() if re.search(r"\bunet\b", line) and "Classic" in line)
     assert f"{params:,}" in row and f"{gflops:.2f}" in row
 
 
