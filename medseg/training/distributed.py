@@ -60,6 +60,17 @@ def broadcast_flag(value: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def sync_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step of an epoch each
+    rank holds statistics of its own last batch; this makes every rank's checkpointable state equal.
+    """
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every rank."""
     if info.enabled:

@@ -300,6 +300,8 @@ def train(
     model = runtime.prepare_module(model, device, spatial_dims, channels_last)
     net: nn.Module = model
     if dist_info.enabled:
+        if device.type == "cuda":  # statistics over the global batch; gloo on the CPU lacks SyncBatchNorm
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         net = torch.compile(net)
@@ -382,6 +384,7 @@ def train(
                     )
                 loss_sum += loss_value
                 progress.step(loss_value, scheduler.get_last_lr()[0])
+            distributed.sync_buffers(model, dist_info)
             train_loss = float(distributed.all_reduce_sum(torch.tensor([loss_sum / steps]), dist_info)) / dist_info.world_size
 
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": "", "val_dice": "",
