@@ -1,0 +1,83 @@
+"""Reusable 2D/3D ResNet encoders: import them into any PyTorch pipeline.
+
+This package imports only torch, MONAI's layer factories and ``medseg.errors``::
+
+    from medseg.encoders import resnet34, build_encoder, list_encoders, load_pretrained
+
+    encoder = resnet34(spatial_dims=3, in_channels=1)
+    features = encoder(volume)          # 5 maps, highest resolution first
+    encoder.out_channels, encoder.reductions   # (64, 64, 128, 256, 512), (2, 4, 8, 16, 32)
+"""
+
+from medseg.encoders.base import Encoder, EncoderBase
+from medseg.encoders.registry import build_encoder, encoder_description, list_encoders, register_encoder
+from medseg.encoders.resnet import (
+    BasicBlock,
+    Bottleneck,
+    PreActBasicBlock,
+    PreActBottleneck,
+    ResNetEncoder,
+    plain_resnet18,
+    plain_resnet20,
+    plain_resnet32,
+    plain_resnet34,
+    plain_resnet44,
+    plain_resnet56,
+    plain_resnet110,
+    preact_resnet18,
+    preact_resnet34,
+    preact_resnet50,
+    preact_resnet110,
+    resnet10,
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet34,
+    resnet44,
+    resnet50,
+    resnet56,
+    resnet101,
+    resnet110,
+    resnet152,
+)
+from medseg.encoders.weights import LoadReport, inflate_2d_to_3d, load_pretrained, read_state_dict
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "Encoder",
+    "EncoderBase",
+    "LoadReport",
+    "PreActBasicBlock",
+    "PreActBottleneck",
+    "ResNetEncoder",
+    "build_encoder",
+    "encoder_description",
+    "inflate_2d_to_3d",
+    "list_encoders",
+    "load_pretrained",
+    "plain_resnet18",
+    "plain_resnet20",
+    "plain_resnet32",
+    "plain_resnet34",
+    "plain_resnet44",
+    "plain_resnet56",
+    "plain_resnet110",
+    "preact_resnet18",
+    "preact_resnet34",
+    "preact_resnet50",
+    "preact_resnet110",
+    "read_state_dict",
+    "register_encoder",
+    "resnet10",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet110",
+    "resnet152",
+]

@@ -1,0 +1,647 @@
+"""ResNet encoders for 2D and 3D, in one code path: blocks, shortcuts, the encoder, named builders.
+
+Reads top to bottom as timm's ``resnet.py`` does. MONAI's layer factories pick the 2D or 3D layer
+from ``spatial_dims``, so there is no branch on the dimension anywhere. Module names follow
+torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``, ``fc``) so ImageNet,
+timm, MONAI and MedicalNet state dicts load 1:1 (see :mod:`medseg.encoders.weights`).
+
+References: He et al. 2015 (ResNet, shortcut options A/B/C, CIFAR ResNets), He et al. 2016
+(pre-activation units), Huang et al. 2016 (stochastic depth).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from monai.networks.layers.factories import Conv, Norm, Pool
+from torch import nn
+
+from medseg.encoders.base import EncoderBase
+from medseg.encoders.registry import register_encoder
+from medseg.errors import MedsegError
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+def conv(spatial_dims: int, cin: int, cout: int, kernel_size: int, stride: int = 1) -> nn.Module:
+    """A bias-free convolution padded by ``kernel_size // 2``, so output size is ``ceil(size / stride)``."""
+    return Conv[Conv.CONV, spatial_dims](
+        cin, cout, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+    )
+
+
+#: ``norm=`` choices: ``fn(spatial_dims, channels, groups) -> module``.
+NORMS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "batch": lambda dims, c, groups: Norm[Norm.BATCH, dims](c),
+    "instance": lambda dims, c, groups: Norm[Norm.INSTANCE, dims](c, affine=True),
+    "group": lambda dims, c, groups: Norm[Norm.GROUP, dims](math.gcd(groups, c), c),
+    "none": lambda dims, c, groups: nn.Identity(),
+}
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero a sample's residual branch with probability ``p``.
+
+    Kept branches are scaled by ``1 / (1 - p)`` so that eval mode (identity) has the same expectation.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ZeroPadShortcut(nn.Module):
+    """Shortcut option A: strided subsampling, then zero channels appended. No parameters.
+
+    Zeros go after the input channels, as in MONAI's and MedicalNet's ``shortcut_type='A'``, so their
+    weights load unchanged. Output size is ``ceil(size / stride)``, the same as the padded convs.
+    """
+
+    def __init__(self, spatial_dims: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.index = (slice(None), slice(None)) + (slice(None, None, stride),) * spatial_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[self.index]
+        extra = self.out_channels - x.shape[1]
+        if extra == 0:
+            return x
+        return torch.cat([x, x.new_zeros((x.shape[0], extra, *x.shape[2:]))], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"out_channels={self.out_channels}"
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """What every block needs besides its channel counts and stride."""
+
+    spatial_dims: int
+    norm: str
+    norm_groups: int
+    residual: bool
+
+    def norm_layer(self, channels: int) -> nn.Module:
+        return NORMS[self.norm](self.spatial_dims, channels, self.norm_groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shortcuts: ``fn(spec, cin, cout, stride, preact) -> module or None (identity)``
+# ---------------------------------------------------------------------------------------------
+
+
+def _projection(spec: BlockSpec, cin: int, cout: int, stride: int, preact: bool) -> nn.Module:
+    """1x1 conv + norm (torchvision's ``downsample.0/1``); pre-activation units use the conv alone,
+    because the next unit normalises its input anyway (He et al. 2016)."""
+    layers = [conv(spec.spatial_dims, cin, cout, 1, stride)]
+    if not preact:
+        layers.append(spec.norm_layer(cout))
+    return nn.Sequential(*layers)
+
+
+def _shortcut_a(spec: BlockSpec, cin: int, cout: int, stride: int, preact: bool) -> nn.Module | None:
+    if stride == 1 and cin == cout:
+        return None
+    if cout < cin:
+        raise MedsegError(
+            f"shortcut='A' cannot reduce channels ({cin} -> {cout}); use shortcut='B' or non-decreasing widths"
+        )
+    return ZeroPadShortcut(spec.spatial_dims, cout, stride)
+
+
+def _shortcut_b(spec: BlockSpec, cin: int, cout: int, stride: int, preact: bool) -> nn.Module | None:
+    if stride == 1 and cin == cout:
+        return None
+    return _projection(spec, cin, cout, stride, preact)
+
+
+def _shortcut_c(spec: BlockSpec, cin: int, cout: int, stride: int, preact: bool) -> nn.Module | None:
+    return _projection(spec, cin, cout, stride, preact)
+
+
+#: ``shortcut=`` choices (He et al. 2015, section 4.1).
+SHORTCUTS: dict[str, Callable[[BlockSpec, int, int, int, bool], nn.Module | None]] = {
+    "A": _shortcut_a,
+    "B": _shortcut_b,
+    "C": _shortcut_c,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-norm-ReLU-conv3x3-norm, plus the shortcut, then ReLU (torchvision's ``BasicBlock``).
+
+    With ``residual=False`` there is no shortcut: the output is ``relu(branch(x))``.
+    """
+
+    expansion = 1
+    preact = False
+
+    def __init__(
+        self, spec: BlockSpec, cin: int, planes: int, stride: int, shortcut: str, drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        d, cout = spec.spatial_dims, planes * self.expansion
+        self.residual = spec.residual
+        self.conv1 = conv(d, cin, planes, 3, stride)
+        self.bn1 = spec.norm_layer(planes)
+        self.conv2 = conv(d, planes, cout, 3)
+        self.bn2 = spec.norm_layer(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = SHORTCUTS[shortcut](spec, cin, cout, stride, False) if spec.residual else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch alone, before the addition."""
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+
+    def last_layers(self) -> tuple[nn.Module, nn.Module]:
+        """(last conv, last norm) of the branch, for ``zero_init_residual``."""
+        return self.conv2, self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch(x)
+        if self.residual:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.drop_path(out) + identity
+        return self.relu(out)
+
+
+class Bottleneck(BasicBlock):
+    """conv1x1-norm-ReLU-conv3x3(stride)-norm-ReLU-conv1x1-norm, shortcut, ReLU (torchvision v1.5)."""
+
+    expansion = 4
+
+    def __init__(
+        self, spec: BlockSpec, cin: int, planes: int, stride: int, shortcut: str, drop_path: float = 0.0
+    ) -> None:
+        nn.Module.__init__(self)
+        d, cout = spec.spatial_dims, planes * self.expansion
+        self.residual = spec.residual
+        self.conv1 = conv(d, cin, planes, 1)
+        self.bn1 = spec.norm_layer(planes)
+        self.conv2 = conv(d, planes, planes, 3, stride)
+        self.bn2 = spec.norm_layer(planes)
+        self.conv3 = conv(d, planes, cout, 1)
+        self.bn3 = spec.norm_layer(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = SHORTCUTS[shortcut](spec, cin, cout, stride, False) if spec.residual else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+    def last_layers(self) -> tuple[nn.Module, nn.Module]:
+        return self.conv3, self.bn3
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation unit (He et al. 2016): norm-ReLU-conv3x3-norm-ReLU-conv3x3, plus the shortcut.
+
+    No ReLU after the addition. A projection or option-A shortcut takes the pre-activated input
+    ``relu(bn1(x))``; the identity takes ``x``. Keys: ``bn1`` (on the input), ``conv1``, ``bn2``,
+    ``conv2``, ``downsample.0`` (conv only).
+    """
+
+    expansion = 1
+    preact = True
+
+    def __init__(
+        self, spec: BlockSpec, cin: int, planes: int, stride: int, shortcut: str, drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        d, cout = spec.spatial_dims, planes * self.expansion
+        self.residual = spec.residual
+        self.bn1 = spec.norm_layer(cin)
+        self.conv1 = conv(d, cin, planes, 3, stride)
+        self.bn2 = spec.norm_layer(planes)
+        self.conv2 = conv(d, planes, cout, 3)
+        self.relu = nn.ReLU(inplace=False)
+        self.downsample = SHORTCUTS[shortcut](spec, cin, cout, stride, True) if spec.residual else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def branch_from(self, pre: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.relu(self.bn2(self.conv1(pre))))
+
+    def last_layers(self) -> tuple[nn.Module, nn.Module | None]:
+        return self.conv2, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        out = self.branch_from(pre)
+        if not self.residual:
+            return out
+        identity = x if self.downsample is None else self.downsample(pre)
+        return self.drop_path(out) + identity
+
+
+class PreActBottleneck(PreActBasicBlock):
+    """Pre-activation bottleneck: norm-ReLU-conv1x1-norm-ReLU-conv3x3(stride)-norm-ReLU-conv1x1.
+
+    Keys: ``bn1`` (input), ``conv1``, ``bn2``, ``conv2``, ``bn3``, ``conv3``, ``downsample.0``.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self, spec: BlockSpec, cin: int, planes: int, stride: int, shortcut: str, drop_path: float = 0.0
+    ) -> None:
+        nn.Module.__init__(self)
+        d, cout = spec.spatial_dims, planes * self.expansion
+        self.residual = spec.residual
+        self.bn1 = spec.norm_layer(cin)
+        self.conv1 = conv(d, cin, planes, 1)
+        self.bn2 = spec.norm_layer(planes)
+        self.conv2 = conv(d, planes, planes, 3, stride)
+        self.bn3 = spec.norm_layer(planes)
+        self.conv3 = conv(d, planes, cout, 1)
+        self.relu = nn.ReLU(inplace=False)
+        self.downsample = SHORTCUTS[shortcut](spec, cin, cout, stride, True) if spec.residual else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def branch_from(self, pre: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn2(self.conv1(pre)))
+        out = self.relu(self.bn3(self.conv2(out)))
+        return self.conv3(out)
+
+    def last_layers(self) -> tuple[nn.Module, nn.Module | None]:
+        return self.conv3, None
+
+
+#: ``block=`` choices: (post-activation class, pre-activation class).
+BLOCKS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "basic": (BasicBlock, PreActBasicBlock),
+    "bottleneck": (Bottleneck, PreActBottleneck),
+}
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The first conv's kernel and stride, and whether a 3x3 stride-2 max-pool follows."""
+
+    kernel_size: int
+    stride: int
+    max_pool: bool
+
+
+#: ``stem=`` choices.
+STEMS: dict[str, StemSpec] = {
+    "imagenet": StemSpec(kernel_size=7, stride=2, max_pool=True),
+    "cifar": StemSpec(kernel_size=3, stride=1, max_pool=False),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder
+# ---------------------------------------------------------------------------------------------
+
+
+def _choice(option: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise MedsegError(
+            f"encoder option {option}={value!r} is invalid; choose one of: {', '.join(map(str, choices))}"
+        )
+
+
+class ResNetEncoder(EncoderBase):
+    """A 2D or 3D ResNet returning its feature pyramid, highest resolution first.
+
+    ``forward(x)`` returns ``[stem, layer1, ..., layerN]`` where ``stem = relu(bn1(conv1(x)))`` and
+    layer1 follows the max-pool (ImageNet stem). Reductions are nominal: ``(2, 4, 8, 16, 32)`` for the
+    ImageNet stem with 4 stages, ``(1, 1, 2, 4)`` for the CIFAR stem with 3; an axis of odd size ``s``
+    gives ``ceil(s / reduction)`` voxels. With ``preact=True`` the last map is ``relu(final_norm(layerN))``
+    and the other stage outputs are the raw sums, as pre-activation units expect them.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels (any number).
+        block: ``basic`` or ``bottleneck``.
+        layers: blocks per stage; the first stage has stride 1, the others stride 2.
+        widths: per-stage width ("planes"); a stage outputs ``width * expansion`` channels (4 for bottleneck).
+        stem: ``imagenet`` (7x7 stride-2 conv, 3x3 stride-2 max-pool) or ``cifar`` (3x3 stride-1 conv).
+        shortcut: ``A`` (parameter-free: subsample, zero-pad channels), ``B`` (1x1 projection where the
+            shape changes), ``C`` (a projection on every block).
+        preact: pre-activation units (He et al. 2016) and a final norm-ReLU (``final_norm``).
+        residual: ``False`` builds the plain twin: the same layers with no shortcut at all.
+        norm: ``batch``, ``instance`` (affine), ``group`` (``gcd(norm_groups, channels)`` groups) or ``none``.
+        norm_groups: groups for ``norm='group'``.
+        zero_init_residual: start each residual branch at zero (last norm's weight, or last conv for
+            pre-activation units / ``norm='none'``), so every block starts as the identity.
+        drop_path: stochastic depth; the drop probability grows linearly from 0 (first block) to this.
+        num_classes: add ``fc`` for ``classify(x)`` (global average pool + linear); ``forward`` is unchanged.
+        stem_width: channels of the stem (default ``widths[0]``).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        block: str = "basic",
+        layers: Sequence[int] = (2, 2, 2, 2),
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem: str = "imagenet",
+        shortcut: str = "B",
+        preact: bool = False,
+        residual: bool = True,
+        norm: str = "batch",
+        norm_groups: int = 32,
+        zero_init_residual: bool = False,
+        drop_path: float = 0.0,
+        num_classes: int | None = None,
+        stem_width: int | None = None,
+    ) -> None:
+        super().__init__()
+        _choice("spatial_dims", spatial_dims, (2, 3))
+        _choice("block", block, tuple(BLOCKS))
+        _choice("stem", stem, tuple(STEMS))
+        _choice("shortcut", shortcut, tuple(SHORTCUTS))
+        _choice("norm", norm, tuple(NORMS))
+        layers, widths = [int(n) for n in layers], [int(w) for w in widths]
+        if not layers or len(layers) != len(widths) or min(layers) < 1 or min(widths) < 1:
+            raise MedsegError(
+                f"encoder options layers={layers} widths={widths}: give one positive block count and one "
+                "positive width per stage"
+            )
+        if in_channels < 1:
+            raise MedsegError(f"encoder option in_channels={in_channels}: give at least 1")
+        if not 0.0 <= drop_path < 1.0:
+            raise MedsegError(f"encoder option drop_path={drop_path}: give a probability in [0, 1)")
+        if not residual and (drop_path > 0 or zero_init_residual):
+            raise MedsegError(
+                "encoder options residual=False with drop_path/zero_init_residual: a plain network has no "
+                "shortcut to fall back on; set drop_path=0 and zero_init_residual=False"
+            )
+        if num_classes is not None and num_classes < 1:
+            raise MedsegError(f"encoder option num_classes={num_classes}: give a positive number or None")
+
+        self.spatial_dims, self.in_channels = spatial_dims, in_channels
+        self.preact, self.residual = preact, residual
+        spec = BlockSpec(spatial_dims, norm, norm_groups, residual)
+        stem_spec = STEMS[stem]
+        block_cls = BLOCKS[block][int(preact)]
+        stem_width = int(stem_width or widths[0])
+
+        self.conv1 = conv(spatial_dims, in_channels, stem_width, stem_spec.kernel_size, stem_spec.stride)
+        self.bn1 = spec.norm_layer(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = (
+            Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1) if stem_spec.max_pool else nn.Identity()
+        )
+
+        total, index = sum(layers), 0
+        cin, channels = stem_width, [stem_width]
+        reduction = stem_spec.stride
+        reductions = [reduction]
+        reduction *= 2 if stem_spec.max_pool else 1
+        self.stage_names: list[str] = []
+        for i, (n, width) in enumerate(zip(layers, widths, strict=True)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            blocks = []
+            for j in range(n):
+                rate = drop_path * index / max(total - 1, 1)
+                blocks.append(block_cls(spec, cin, width, stride if j == 0 else 1, shortcut, rate))
+                cin, index = width * block_cls.expansion, index + 1
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*blocks))
+            self.stage_names.append(name)
+            channels.append(cin)
+            reductions.append(reduction)
+        self.final_norm = spec.norm_layer(cin) if preact else None
+        self.out_channels = tuple(channels)
+        self.reductions = tuple(reductions)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(cin, num_classes) if num_classes else None
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        """Kaiming-normal convs (fan-out, as torchvision), unit norms; optionally zero each branch's end."""
+        for m in self.modules():
+            if isinstance(m, nn.modules.conv._ConvNd):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if hasattr(m, "last_layers"):
+                    last_conv, last_norm = m.last_layers()
+                    target = last_norm if isinstance(getattr(last_norm, "weight", None), torch.Tensor) else last_conv
+                    nn.init.zeros_(target.weight)
+
+    def stages(self) -> list[nn.Module]:
+        """``[layer1, ..., layerN]``."""
+        return [getattr(self, name) for name in self.stage_names]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps ``[stem, layer1, ..., layerN]``; see ``out_channels`` and ``reductions``."""
+        self.check_input(x)
+        x = self.relu(self.bn1(self.conv1(x)))
+        features = [x]
+        x = self.maxpool(x)
+        for stage in self.stages():
+            x = stage(x)
+            features.append(x)
+        if self.final_norm is not None:
+            features[-1] = self.relu(self.final_norm(features[-1]))
+        return features
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)``: global average pool of the last map, then ``fc``."""
+        if self.fc is None:
+            raise MedsegError("encoder has no classifier: build it with num_classes=N to use classify()")
+        pooled = self(x)[-1].flatten(2).mean(-1)
+        return self.fc(pooled)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named builders
+# ---------------------------------------------------------------------------------------------
+
+_OPTIONS = (
+    "block", "layers", "widths", "stem", "shortcut", "preact", "residual", "norm", "norm_groups",
+    "zero_init_residual", "drop_path", "num_classes", "stem_width",
+)  # fmt: skip
+_IMAGENET: dict[str, Any] = {"stem": "imagenet", "widths": (64, 128, 256, 512), "shortcut": "B"}
+_CIFAR: dict[str, Any] = {"stem": "cifar", "widths": (16, 32, 64), "shortcut": "A"}
+
+
+def _build(spatial_dims: int, in_channels: int, options: dict[str, Any], **defaults: Any) -> ResNetEncoder:
+    """``ResNetEncoder(**defaults)`` with the caller's ``options`` on top; unknown options are a MedsegError."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise MedsegError(
+            f"encoder option(s) {', '.join(unknown)} unknown; valid options: {', '.join(_OPTIONS)}"
+        )
+    return ResNetEncoder(spatial_dims=spatial_dims, in_channels=in_channels, **{**defaults, **options})
+
+
+def _cifar_layers(depth: int) -> tuple[int, int, int]:
+    n = (depth - 2) // 6
+    return (n, n, n)
+
+
+@register_encoder("resnet10", "ImageNet stem, basic blocks 1-1-1-1, shortcut B (MedicalNet's smallest)")
+def resnet10(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """ResNet-10 (MedicalNet / MONAI ``resnet10``); 5 maps, reductions 2..32, channels 64, 64..512."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=(1, 1, 1, 1), **_IMAGENET)
+
+
+@register_encoder("resnet18", "ImageNet stem, basic blocks 2-2-2-2, shortcut B (torchvision)")
+def resnet18(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """ResNet-18 (He et al. 2015); 5 maps, reductions 2..32, channels (64, 64, 128, 256, 512)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=(2, 2, 2, 2), **_IMAGENET)
+
+
+@register_encoder("resnet34", "ImageNet stem, basic blocks 3-4-6-3, shortcut B (torchvision)")
+def resnet34(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """ResNet-34; 5 maps, reductions 2..32, channels (64, 64, 128, 256, 512)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=(3, 4, 6, 3), **_IMAGENET)
+
+
+@register_encoder("resnet50", "ImageNet stem, bottlenecks 3-4-6-3, shortcut B (torchvision v1.5)")
+def resnet50(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """ResNet-50; 5 maps, reductions 2..32, channels (64, 256, 512, 1024, 2048)."""
+    return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 4, 6, 3), **_IMAGENET)
+
+
+@register_encoder("resnet101", "ImageNet stem, bottlenecks 3-4-23-3, shortcut B (torchvision v1.5)")
+def resnet101(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """ResNet-101; 5 maps, reductions 2..32, channels (64, 256, 512, 1024, 2048)."""
+    return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 4, 23, 3), **_IMAGENET)
+
+
+@register_encoder("resnet152", "ImageNet stem, bottlenecks 3-8-36-3, shortcut B (torchvision v1.5)")
+def resnet152(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """ResNet-152; 5 maps, reductions 2..32, channels (64, 256, 512, 1024, 2048)."""
+    return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 8, 36, 3), **_IMAGENET)
+
+
+@register_encoder("resnet20", "CIFAR ResNet-20: 3x3 stem, 16/32/64 x 3 blocks, shortcut A")
+def resnet20(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """CIFAR ResNet-20 (6n+2, n=3); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(20), **_CIFAR)
+
+
+@register_encoder("resnet32", "CIFAR ResNet-32: 3x3 stem, 16/32/64 x 5 blocks, shortcut A")
+def resnet32(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """CIFAR ResNet-32 (n=5); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(32), **_CIFAR)
+
+
+@register_encoder("resnet44", "CIFAR ResNet-44: 3x3 stem, 16/32/64 x 7 blocks, shortcut A")
+def resnet44(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """CIFAR ResNet-44 (n=7); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(44), **_CIFAR)
+
+
+@register_encoder("resnet56", "CIFAR ResNet-56: 3x3 stem, 16/32/64 x 9 blocks, shortcut A")
+def resnet56(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """CIFAR ResNet-56 (n=9); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(56), **_CIFAR)
+
+
+@register_encoder("resnet110", "CIFAR ResNet-110: 3x3 stem, 16/32/64 x 18 blocks, shortcut A")
+def resnet110(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """CIFAR ResNet-110 (n=18); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(110), **_CIFAR)
+
+
+@register_encoder("plain_resnet18", "Plain twin of resnet18: same layers, no shortcuts")
+def plain_resnet18(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Plain twin of ResNet-18: same convs and norms, no shortcut; as many parameters as option A."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=(2, 2, 2, 2), residual=False,
+                  **{**_IMAGENET, "shortcut": "A"})  # fmt: skip
+
+
+@register_encoder("plain_resnet34", "Plain twin of resnet34: same layers, no shortcuts")
+def plain_resnet34(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Plain twin of ResNet-34: same convs and norms, no shortcut; as many parameters as option A."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=(3, 4, 6, 3), residual=False,
+                  **{**_IMAGENET, "shortcut": "A"})  # fmt: skip
+
+
+def _plain_cifar(depth: int, spatial_dims: int, in_channels: int, options: dict[str, Any]) -> ResNetEncoder:
+    return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(depth),
+                  residual=False, **_CIFAR)  # fmt: skip
+
+
+@register_encoder("plain_resnet20", "Plain twin of CIFAR resnet20: same layers, no shortcuts")
+def plain_resnet20(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Plain twin of CIFAR ResNet-20 (degradation experiments)."""
+    return _plain_cifar(20, spatial_dims, in_channels, options)
+
+
+@register_encoder("plain_resnet32", "Plain twin of CIFAR resnet32: same layers, no shortcuts")
+def plain_resnet32(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Plain twin of CIFAR ResNet-32."""
+    return _plain_cifar(32, spatial_dims, in_channels, options)
+
+
+@register_encoder("plain_resnet44", "Plain twin of CIFAR resnet44: same layers, no shortcuts")
+def plain_resnet44(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Plain twin of CIFAR ResNet-44."""
+    return _plain_cifar(44, spatial_dims, in_channels, options)
+
+
+@register_encoder("plain_resnet56", "Plain twin of CIFAR resnet56: same layers, no shortcuts")
+def plain_resnet56(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Plain twin of CIFAR ResNet-56 (degradation experiments)."""
+    return _plain_cifar(56, spatial_dims, in_channels, options)
+
+
+@register_encoder("plain_resnet110", "Plain twin of CIFAR resnet110: same layers, no shortcuts")
+def plain_resnet110(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Plain twin of CIFAR ResNet-110."""
+    return _plain_cifar(110, spatial_dims, in_channels, options)
+
+
+@register_encoder("preact_resnet18", "Pre-activation ResNet-18 (He 2016), ImageNet stem, shortcut B")
+def preact_resnet18(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Pre-activation ResNet-18; 5 maps, channels (64, 64, 128, 256, 512); the last map is final-normed."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=(2, 2, 2, 2), preact=True,
+                  **_IMAGENET)  # fmt: skip
+
+
+@register_encoder("preact_resnet34", "Pre-activation ResNet-34 (He 2016), ImageNet stem, shortcut B")
+def preact_resnet34(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Pre-activation ResNet-34; 5 maps, channels (64, 64, 128, 256, 512)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=(3, 4, 6, 3), preact=True,
+                  **_IMAGENET)  # fmt: skip
+
+
+@register_encoder("preact_resnet50", "Pre-activation ResNet-50 (He 2016), bottlenecks, shortcut B")
+def preact_resnet50(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Pre-activation ResNet-50; 5 maps, channels (64, 256, 512, 1024, 2048)."""
+    return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 4, 6, 3), preact=True,
+                  **_IMAGENET)  # fmt: skip
+
+
+@register_encoder("preact_resnet110", "Pre-activation CIFAR ResNet-110 (He 2016), 16/32/64, shortcut A")
+def preact_resnet110(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
+    """Pre-activation CIFAR ResNet-110; 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
+    return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(110), preact=True,
+                  **_CIFAR)  # fmt: skip
