@@ -105,14 +105,37 @@ def strip_suffix(name: str) -> str:
 def is_dicom_series(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a folder holding at least one DICOM series SimpleITK can read."""
     path = Path(path)
-    if not path.is_dir():
+    if not path.is_dir() or not any(_looks_like_dicom(p) for p in path.iterdir()):
         return False
-    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    return bool(_series_ids(path))
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """A ``.dcm`` file, or a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    if path.name.lower().endswith(".dcm"):
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _series_ids(folder: Path) -> tuple[str, ...]:
+    """GDCM's series ids in ``folder``, without ITK's console warning when there are none."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _dicom_files(folder: Path) -> list[str]:
     """The file names of the largest DICOM series in ``folder``, in slice order."""
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    ids = _series_ids(folder)
     if not ids:
         raise MedsegError(f"{folder}: no DICOM series found; give a folder of .dcm slices of one series")
     series = [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in ids]
