@@ -1,23 +1,25 @@
 """medseg models against their MONAI counterparts: train step, inference, peak memory, GFLOP/s.
 
-Matched pairs, one run (fp32, contiguous memory, the machine's default thread count):
+Matched pairs, one run (fp32, contiguous memory, ``--threads`` intra-op threads, default torch's):
 - ``unet_resnet(resnet34)`` vs MONAI ``FlexibleUNet(backbone="resnet34")``, 2D, batch 8 of 1x256x256;
 - ``unet_resnet(resnet18)`` vs MONAI ``FlexibleUNet(backbone="resnet18")``, 3D, batch 2 of 1x96^3;
 - ``unet`` (32, 64, 128, 256, 512) vs MONAI ``BasicUNet`` with the same features (batch norm, ReLU),
   2D, batch 8 of 1x256x256.
 
-What is measured, per model, each in a fresh subprocess so one model's memory cannot hide another's:
+What is measured:
 - train step: forward, cross-entropy on the main output, backward, AdamW step; median seconds.
 - inference: eval mode under ``torch.inference_mode``; median seconds.
-- peak memory: the growth of the process's peak resident set size (``ru_maxrss``) from just before
-  the first step (model, optimizer and batch already built) to the end of the timed steps. It
-  counts everything the steps allocate (activations, gradients, AdamW state, allocator caches),
-  not just live tensors.
+  Both models of a pair are timed in one fresh process with their steps interleaved (ours, theirs,
+  ours, ...), so load from other processes on a shared machine drifts over both alike.
+- peak memory: in a fresh process per model and mode, the growth of the process's peak resident set
+  size (``ru_maxrss``) over two steps, from just after the model, optimizer and batch are built. It
+  counts everything the steps allocate (activations, gradients, AdamW state, allocator caches), not
+  just live tensors.
 - GFLOP/s: FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` for one step (forward,
   or forward + backward) divided by the median time.
 
-Run ``python benchmarks/models.py`` (slow on a small CPU) or ``--quick`` for a smoke run with a
-smaller batch and size; ``--markdown FILE`` writes the table (used for docs/benchmarks.md).
+Run ``python benchmarks/models.py [--threads N]`` (slow on a small CPU) or ``--quick`` for a smoke run
+with a smaller batch and size; ``--markdown FILE`` writes the table (used for docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -85,86 +87,106 @@ def _main_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple | list) else out
 
 
-def _median(fn: Any, reps: int) -> float:
-    fn()  # warm-up: first-call allocations and kernel selection
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def worker(spec: Spec, mode: str, reps: int) -> dict[str, float]:
-    """Time one model in one mode ("train" or "infer") in this process; returns seconds, GFLOPs, MiB."""
-    torch.manual_seed(0)
-    model = build(spec)
-    x = torch.randn(spec.batch, 1, *([spec.size] * spec.spatial_dims))
-    y = torch.randint(0, 2, (spec.batch, *x.shape[2:]))
-    if mode == "train":
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+class Runner:
+    """One model, its batch, and one step of ``mode`` ("train": forward, CE, backward, AdamW; "infer")."""
 
-        def fn() -> None:
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(_main_output(model(x)), y)
-            loss.backward()
-            opt.step()
+    def __init__(self, spec: Spec, mode: str) -> None:
+        torch.manual_seed(0)
+        self.model, self.mode = build(spec), mode
+        self.x = torch.randn(spec.batch, 1, *([spec.size] * spec.spatial_dims))
+        self.y = torch.randint(0, 2, (spec.batch, *self.x.shape[2:]))
+        self.model.train(mode == "train")
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4) if mode == "train" else None
 
-    else:
-        model.eval()
-
-        def fn() -> None:
+    def step(self) -> None:
+        if self.opt is None:
             with torch.inference_mode():
-                model(x)
+                self.model(self.x)
+            return
+        self.opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(_main_output(self.model(self.x)), self.y).backward()
+        self.opt.step()
 
+    def gflops(self) -> float:
+        """FLOPs of one step: forward (+ backward; AdamW's element-wise ops are not counted)."""
+        counter = FlopCounterMode(display=False)
+        with counter:
+            if self.opt is None:
+                with torch.inference_mode():
+                    self.model(self.x)
+            else:
+                torch.nn.functional.cross_entropy(_main_output(self.model(self.x)), self.y).backward()
+                self.opt.zero_grad(set_to_none=True)
+        return counter.get_total_flops() / 1e9
+
+
+def time_pair(ours: Spec, theirs: Spec, mode: str, reps: int) -> dict[str, dict[str, float]]:
+    """Median step time of both models, steps interleaved (ours, theirs, ours, ...) in one process so
+    that load from other processes drifts over both alike; one warm-up step each first."""
+    runners = {"medseg": Runner(ours, mode), "MONAI": Runner(theirs, mode)}
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for r in runners.values():
+        r.step()
+    for _ in range(reps):
+        for key, r in runners.items():
+            t0 = time.perf_counter()
+            r.step()
+            times[key].append(time.perf_counter() - t0)
+    return {
+        key: {"seconds": statistics.median(times[key]), "gflops": r.gflops(),
+              "params": sum(p.numel() for p in r.model.parameters())}
+        for key, r in runners.items()
+    }
+
+
+def peak_memory(spec: Spec, mode: str) -> float:
+    """MiB by which the peak RSS grows over two steps (model, optimizer and batch already built)."""
+    r = Runner(spec, mode)
     base = _max_rss_mib()
-    seconds = _median(fn, reps)
-    peak = _max_rss_mib() - base
-    counter = FlopCounterMode(display=False)
-    with counter:  # one more step, counted: forward (+ backward; AdamW's element-wise ops are not counted)
-        if mode == "train":
-            torch.nn.functional.cross_entropy(_main_output(model(x)), y).backward()
-        else:
-            with torch.inference_mode():
-                model(x)
-    return {"seconds": seconds, "gflops": counter.get_total_flops() / 1e9, "peak_mib": peak,
-            "params": sum(p.numel() for p in model.parameters())}
+    r.step()
+    r.step()
+    return _max_rss_mib() - base
 
 
-def measure(spec: Spec, mode: str, reps: int) -> dict[str, float]:
-    """Run :func:`worker` in a fresh interpreter (so the peak RSS belongs to this model alone)."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(spec)), "--mode", mode, "--reps", str(reps)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def subprocess_json(*args: str) -> Any:
+    """Run this script with ``args`` in a fresh interpreter and return the JSON of its last line."""
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{spec.label} {mode} failed:\n{done.stderr}")
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool, reps: int) -> list[dict[str, Any]]:
+def run(quick: bool, reps: int, threads: int) -> list[dict[str, Any]]:
     rows = []
     for ours, theirs in pairs(quick):
-        result: dict[str, Any] = {"pair": ours.pair, "input": f"{ours.batch}x1x" + "x".join([str(ours.size)] * ours.spatial_dims)}
-        for spec in (ours, theirs):
-            for mode in ("train", "infer"):
-                m = measure(spec, mode, reps)
-                result[(spec.impl, mode)] = m
+        result: dict[str, Any] = {
+            "pair": ours.pair, "input": f"{ours.batch}x1x" + "x".join([str(ours.size)] * ours.spatial_dims),
+            ("medseg", "label"): ours.label, ("MONAI", "label"): theirs.label,
+        }
+        for mode in ("train", "infer"):
+            specs = json.dumps([asdict(ours), asdict(theirs)])
+            timed = subprocess_json("--worker", specs, "--mode", mode, "--reps", str(reps), "--threads", str(threads))
+            for impl, spec in (("medseg", ours), ("MONAI", theirs)):
+                m = timed[impl]
+                m["peak_mib"] = subprocess_json("--memory", json.dumps(asdict(spec)), "--mode", mode,
+                                                "--threads", str(threads))
+                result[(impl, mode)] = m
                 print(f"  {spec.label:24s} {mode:5s} {m['seconds']:.3f} s  {m['gflops'] / m['seconds']:.1f} GFLOP/s  "
                       f"peak +{m['peak_mib']:.0f} MiB", flush=True)
-            result[(spec.impl, "label")] = spec.label
         rows.append(result)
     return rows
 
 
-def table(rows: list[dict[str, Any]], reps: int) -> str:
+def table(rows: list[dict[str, Any]], reps: int, threads: int) -> str:
     """A markdown table: per pair, both models' figures and the medseg/MONAI ratios."""
     lines = [
-        f"Median of {reps} steps after one warm-up, fp32, {torch.get_num_threads()} threads, torch {torch.__version__}. "
-        "Ratios are medseg / MONAI (time and memory: below 1 means medseg is faster or smaller).",
+        f"Median of {reps} steps after one warm-up, medseg and MONAI steps interleaved in one process; fp32, "
+        f"{threads} intra-op thread(s), torch {torch.__version__}. Peak: growth of the peak RSS over two steps, "
+        "in a fresh process per model. Ratios are medseg / MONAI (below 1: medseg faster or smaller).",
         "",
         "| pair | input | model | params | train step (s) | train GFLOP/s | train peak (MiB) "
         "| inference (s) | inference GFLOP/s | inference peak (MiB) |",
@@ -191,22 +213,54 @@ def table(rows: list[dict[str, Any]], reps: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 2 of 128^2 (2D), 1 of 64^3 (3D), 2 reps")
-    parser.add_argument("--reps", type=int, default=None, help="timed steps per measurement (default 5; 2 quick)")
-    parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    parser.add_argument("--reps", type=int, default=None, help="timed steps per model and mode (default 5; 2 quick)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
+    parser.add_argument("--markdown", default=None, help="write the table into the '## Models' section of this markdown file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="train", help=argparse.SUPPRESS)
     args = parser.parse_args()
     reps = args.reps or (2 if args.quick else 5)
+    torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(Spec(**json.loads(args.worker)), args.mode, reps)))
+        ours, theirs = (Spec(**d) for d in json.loads(args.worker))
+        print(json.dumps(time_pair(ours, theirs, args.mode, reps)))
         return
-    rows = run(args.quick, reps)
-    text = table(rows, reps)
+    if args.memory:
+        print(json.dumps(peak_memory(Spec(**json.loads(args.memory)), args.mode)))
+        return
+    rows = run(args.quick, reps, args.threads)
+    text = table(rows, reps, args.threads)
     print(text)
     if args.markdown:
-        from medseg.utils import atomic_write_text
+        write_section(args.markdown, SECTION, f"{INTRO}\n{text}")
 
-        atomic_write_text(args.markdown, text)
+
+SECTION = "## Models"
+INTRO = """medseg's models against their MONAI counterparts (`python benchmarks/models.py`; see its docstring
+for what each column measures). Pairs: `unet_resnet(resnet34)` vs `FlexibleUNet(resnet34)` (2D),
+`unet_resnet(resnet18)` vs `FlexibleUNet(resnet18)` (3D), `unet` vs `BasicUNet` with the same features
+and batch norm + ReLU (2D); 1 input channel, 2 classes.
+"""
+
+
+def write_section(path: str, heading: str, body: str) -> None:
+    """Replace the ``heading`` section of the markdown file ``path`` (up to the next ``## ``), or append
+    it; other sections are left as they are. Written atomically."""
+    from pathlib import Path
+
+    from medseg.utils import atomic_write_text
+
+    old = Path(path).read_text(encoding="utf-8") if Path(path).exists() else "# Benchmarks\n"
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    section = f"{heading}\n\n{body.rstrip()}\n\n"
+    if start is None:
+        new = old.rstrip() + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + section + "".join(lines[end:])
+    atomic_write_text(path, new.rstrip() + "\n")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,18 @@ def test_model_contract(name, dims, in_ch, classes, shape, tmp_path):
         torch.testing.assert_close(rebuilt(x), reference, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["unet_resnet", "dual_unet_resnet", "fcn"])
+def test_cifar_stem_encoder_reductions_1_1_2_4(name):
+    """Decoders use only out_channels and reductions: a CIFAR-stem encoder (no final up-sampling) works."""
+    model = build_model(name, encoder="resnet20", out_channels=3)
+    assert tuple(model.encoder.reductions) == (1, 1, 2, 4)
+    x = torch.randn(2, 1, 30, 21)
+    outs = as_tuple(model(x))
+    assert [o.shape for o in outs] == [(2, 3, 30, 21)] * model.num_outputs
+    if name != "fcn":
+        assert len(model.build_args["decoder_channels"]) == 3  # three skips, no final up-sampling
+
+
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_build_args_record_every_option(name):
     model = small_model(name)
