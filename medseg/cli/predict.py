@@ -37,7 +37,7 @@ def predict(
         run, device=device, precision=precision, checkpoint=checkpoint, tta=tta, overlap=overlap,
         largest_component=largest_component, save_probabilities=probabilities,
     )
-    console.print(f"using {predictor.describe()}", highlight=False)
+    console.print(f"using {predictor.describe()}", highlight=False, soft_wrap=True)
     total = len(expand_inputs(inputs))
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
                         TimeRemainingColumn(), console=console, disable=total < 2 or not console.is_terminal)
@@ -50,7 +50,7 @@ def predict(
     for source, target in report.written:
         typer.echo(f"{source} -> {target}")
     for source, reason in report.failed:
-        typer.echo(f"failed: {source}: {reason}", err=True)
+        typer.echo(f"failed: {reason}" if str(source) in reason else f"failed: {source}: {reason}", err=True)
     if report.failed:
         typer.echo(f"{len(report.failed)} of {total} input(s) failed", err=True)
         raise typer.Exit(1)

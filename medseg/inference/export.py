@@ -1,8 +1,17 @@
-"""Export a run's network to TorchScript or ONNX, verified against the original on a test input."""
+"""Export a run's network to TorchScript or ONNX, verified against the original on a test input.
+
+The exported graph is the network alone (eval mode, fp32) for one patch of the run's
+``patch_size``: deployments run their own sliding window over patches of that size, with the
+preprocessing written beside the model in ``<output>.json`` (preset, spacing, CT window, patch
+size, classes). The batch size may vary (ONNX: dynamic first axis).
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -10,45 +19,79 @@ from medseg.errors import MedsegError
 from medseg.inference.predictor import find_run
 from medseg.models import build_model
 from medseg.training.checkpoint import load_weights, read_metadata
-from medseg.utils import atomic_path
-
-FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+from medseg.utils import atomic_path, atomic_write_json
 
 
-def export_run(run: Path, fmt: str = "torchscript", output: Path | None = None, checkpoint: str = "best") -> tuple[Path, float]:
-    """Write the exported model and return its path and the max abs difference on a patch-sized input."""
-    if fmt not in FORMATS:
-        raise MedsegError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
-    run_dir = find_run(run)
-    weights = run_dir / f"{checkpoint}.safetensors"
-    meta = read_metadata(weights)
-    model = build_model(**meta["build_args"])
-    load_weights(weights, model)
-    model.eval()
-    pre = meta["preprocess"]
-    example = torch.randn(1, int(pre["in_channels"]), *[int(s) for s in pre["patch_size"]])
-    output = output or run_dir / f"model{FORMATS[fmt]}"
-    with torch.no_grad():
-        reference = model(example)
-        with atomic_path(output) as tmp:
-            if fmt == "torchscript":
-                traced = torch.jit.trace(model, example)
-                traced.save(str(tmp))
-                result = torch.jit.load(str(tmp))(example)
-            else:
-                result = _onnx(model, example, tmp)
-    return output, float((reference - result).abs().max())
+def _torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> torch.Tensor:
+    """Trace, save, reload and run the reloaded module on ``example``."""
+    with warnings.catch_warnings():  # shape-dependent padding is traced for the patch size, as intended
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, example, check_trace=False)
+    traced.save(str(path))
+    return torch.jit.load(str(path))(example)
 
 
 def _onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> torch.Tensor:
+    """Export with a dynamic batch axis and run the file with onnxruntime, else onnx's reference evaluator."""
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise MedsegError("--format onnx needs the onnx package: pip install 'medseg[onnx]'") from None
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"], dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(path), input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
     try:
         import onnxruntime as ort
-    except ImportError:  # without a runtime, trust the exporter and compare with the traced graph
-        return torch.jit.trace(model, example)(example)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {"image": example.numpy()})[0])
+    except ImportError:  # onnx's own pure-Python runtime: slow, but an independent check of the file
+        from onnx.reference import ReferenceEvaluator
+
+        result = ReferenceEvaluator(str(path)).run(None, {"image": example.numpy()})[0]
+    else:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        result = session.run(None, {"image": example.numpy()})[0]
+    return torch.from_numpy(result)
+
+
+FORMATS: dict[str, tuple[str, Callable[[torch.nn.Module, torch.Tensor, Path], torch.Tensor]]] = {
+    "torchscript": (".pt", _torchscript),
+    "onnx": (".onnx", _onnx),
+}
+
+
+def export_run(
+    run: str | Path | None, fmt: str = "torchscript", output: Path | None = None, checkpoint: str = "best",
+    seed: int = 0,
+) -> tuple[Path, float]:
+    """Write the exported model (and its ``.json`` preprocessing card); return its path and the max
+    absolute difference between the export's and the original's logits on a random patch."""
+    if fmt not in FORMATS:
+        raise MedsegError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
+    suffix, write = FORMATS[fmt]
+    run_dir = find_run(run)
+    weights = run_dir / f"{checkpoint}.safetensors"
+    if not weights.is_file():
+        raise MedsegError(f"{weights}: not found; use --checkpoint last, or wait for the run to save one")
+    meta = read_metadata(weights)
+    if "build_args" not in meta or "preprocess" not in meta:
+        raise MedsegError(f"{weights}: no medseg metadata (build_args, preprocess); it was not written by medseg train")
+    model = build_model(**meta["build_args"])
+    load_weights(weights, model)
+    model.eval()
+    pre: dict[str, Any] = meta["preprocess"]
+    shape = (1, int(pre["in_channels"]), *[int(s) for s in pre["patch_size"]])
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    output = Path(output) if output else run_dir / f"model{suffix}"
+    with torch.no_grad():
+        reference = model(example)
+        with atomic_path(output) as tmp:
+            result = write(model, example, tmp)
+    atomic_write_json(output.with_name(output.name + ".json"), {
+        "format": fmt, "input": {"name": "image", "shape": ["batch", *shape[1:]], "dtype": "float32"},
+        "output": {"name": "logits", "classes": pre["labels"]}, "preprocess": pre,
+        "build_args": meta["build_args"], "source": str(weights),
+    })
+    return output, float((reference - result).abs().max())

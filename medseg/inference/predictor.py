@@ -1,26 +1,36 @@
 """Inference: a run directory in, label maps with the input's exact geometry out.
 
 The preprocessing is the one stored with the run's weights; nothing has to be repeated. Each case is
-loaded, oriented, resampled and normalised by the run's deterministic transforms, segmented by MONAI
-sliding-window inference with Gaussian blending (optionally with flip test-time augmentation), and
-the label map is mapped back to the original grid with MONAI's ``Invertd`` before it is written.
+loaded, oriented, resampled and normalised by the run's deterministic ``infer`` transforms, segmented
+by MONAI sliding-window inference with Gaussian blending (optionally averaged over flips), and mapped
+back to the original voxel grid before it is written with the input's geometry.
+
+Mapping back (``_to_original``) uses the two affines MONAI tracks: the loaded image's and the
+network grid's. Where the network grid is the original one re-ordered (orientation only, 2D) the label
+map is permuted and flipped exactly. Where the run resampled (a target spacing), the *logits* are
+interpolated linearly onto the original grid and the argmax taken there, as nnU-Net does; this is
+smoother and more accurate than nearest-neighbour resampling of the label map. It runs slab by slab
+along the last axis, so no full-resolution float copy per class is ever made (unless probability
+maps are asked for): peak memory is the sliding window's (image, logits and weight map at network
+resolution) plus the uint8 label map.
 """
 
 from __future__ import annotations
 
 import itertools
-import tempfile
-import warnings
-from collections.abc import Callable, Iterable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
-from monai.transforms import Invertd, KeepLargestConnectedComponent
+from monai.transforms import Compose, LoadImaged
+from scipy import ndimage
 
 from medseg import runtime
 from medseg.config import InferenceConfig, load_config
@@ -30,20 +40,29 @@ from medseg.models import build_model
 from medseg.training.checkpoint import load_weights, read_metadata
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Output extension for inputs whose own format cannot hold a label map (lossy, DICOM).
+_OUTPUT_EXT = {"": ".nii.gz", ".dcm": ".nii.gz", ".jpg": ".png", ".jpeg": ".png"}
+#: Voxels per slab when mapping logits back to the original grid (bounds the temporaries).
+SLAB_VOXELS = 1 << 21
 
 
 @dataclass
 class Prediction:
-    """A label map in the input's voxel order, with the input it overlays."""
+    """A label map in the input's voxel order (as :func:`medseg.data.io.read_image` gives it).
+
+    ``meta`` is the input's :class:`~medseg.data.io.ImageMeta` (shape, spacing, LPS origin and
+    direction, RAS affine), so ``io.write_like(p.labels, p.meta, out)`` writes it in the input's
+    geometry. ``probabilities`` (classes first, float32) only when asked for.
+    """
 
     labels: np.ndarray
     source: Path
-    meta: Any = None
+    meta: io.ImageMeta | None = None
     probabilities: np.ndarray | None = field(default=None, repr=False)
 
 
 def find_run(run: str | Path | None) -> Path:
-    """The run directory to use: ``run`` or ``runs/latest``, checked for weights."""
+    """The run directory to use: ``run`` or ``runs/latest``, checked for a config."""
     path = Path(run) if run else Path("runs") / "latest"
     if not (path / "config.yaml").is_file():
         hint = "train one first (medseg train) or pass --run DIR" if run is None else "pass a run directory made by medseg train"
@@ -51,11 +70,24 @@ def find_run(run: str | Path | None) -> Path:
     return path.resolve()
 
 
+def split_name(path: Path) -> tuple[str, str]:
+    """Split ``scan.nii.gz`` into ``("scan", ".nii.gz")``; a folder has no extension."""
+    name = path.name
+    for suffix in (*IMAGE_SUFFIXES, ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    return name, ""
+
+
 def output_path(source: Path, out: Path | None, multiple: bool) -> Path:
-    """``<name>_seg.<same extension>`` beside the input, inside ``out`` when it is a folder."""
+    """``<name>_seg.<same extension>`` beside the input, or inside ``out`` when it is a folder.
+
+    DICOM series get NIfTI in the series' geometry and JPEG inputs PNG (JPEG would alter labels).
+    ``out`` is a folder when several inputs are predicted, when it exists as one, or when it has no
+    image extension.
+    """
     name, ext = split_name(source)
-    if ext in ("", ".dcm"):  # DICOM series folder or file: NIfTI in the series' geometry
-        ext = ".nii.gz"
+    ext = _OUTPUT_EXT.get(ext.lower(), ext)
     default = f"{name}_seg{ext}"
     if out is None:
         return source.parent / default
@@ -64,17 +96,17 @@ def output_path(source: Path, out: Path | None, multiple: bool) -> Path:
     return out
 
 
-def split_name(path: Path) -> tuple[str, str]:
-    """Split ``scan.nii.gz`` into ``("scan", ".nii.gz")``."""
-    name = path.name
-    for suffix in (*IMAGE_SUFFIXES, ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    return name, ""
+def _is_prediction(path: Path) -> bool:
+    """Files medseg predict wrote (``*_seg``, ``*_seg_prob_*``): never inputs of a folder prediction."""
+    name = split_name(path)[0]
+    return name.endswith("_seg") or "_seg_prob_" in name
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files stay files; a DICOM series folder stays one input; other folders give their image files."""
+    """Files stay files; a DICOM series folder stays one input; other folders give their images.
+
+    Folders give their image files (not earlier ``*_seg`` outputs) and DICOM series sub-folders, sorted.
+    """
     result: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -83,7 +115,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if path.is_dir() and not io.is_dicom_series(path):
             files = sorted(
                 p for p in path.iterdir()
-                if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not split_name(p)[0].endswith("_seg")
+                if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not _is_prediction(p)
             )
             subdirs = sorted(p for p in path.iterdir() if p.is_dir() and io.is_dicom_series(p))
             if not files and not subdirs:
@@ -94,10 +126,25 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return result
 
 
+def _user_error(path: Path, err: BaseException) -> MedsegError:
+    """The MedsegError inside MONAI's wrapped transform error, or one naming the file and the cause."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, MedsegError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    root = err
+    while root.__cause__ is not None:
+        root = root.__cause__
+    reason = " ".join(str(root).split())[:300]
+    return MedsegError(f"{path}: cannot read or preprocess it ({type(root).__name__}: {reason}); check the file")
+
+
 class Predictor:
     """Segment images with a trained run: ``Predictor(run_dir).predict(path_or_array)``.
 
-    Model, weights and preprocessing are built once and reused for every input.
+    Model, weights and preprocessing are built once and reused for every input. Options left at
+    ``None`` come from the run's ``inference`` config.
     """
 
     def __init__(
@@ -111,6 +158,7 @@ class Predictor:
         largest_component: bool | None = None,
         save_probabilities: bool | None = None,
         channels_last: bool | str = "auto",
+        sw_batch_size: int | None = None,
     ) -> None:
         self.run_dir = find_run(run_dir)
         cfg = load_config(self.run_dir / "config.yaml")
@@ -120,133 +168,278 @@ class Predictor:
         meta = read_metadata(weights)
         if "build_args" not in meta or "preprocess" not in meta:
             raise MedsegError(f"{weights}: no medseg metadata (build_args, preprocess); it was not written by medseg train")
+        self.weights = weights
         self.preprocess: dict[str, Any] = meta["preprocess"]
         self.labels = {int(k): v for k, v in self.preprocess["labels"].items()}
         self.num_classes = len(self.labels)
         self.spatial_dims = int(self.preprocess["spatial_dims"])
-        self.inference: InferenceConfig = cfg.inference.model_copy(update={
-            k: v for k, v in {"tta": tta, "overlap": overlap, "largest_component": largest_component,
-                              "save_probabilities": save_probabilities}.items() if v is not None
-        })
+        self.patch_size = [int(p) for p in self.preprocess["patch_size"]]
+        updates = {"tta": tta, "overlap": overlap, "largest_component": largest_component,
+                   "save_probabilities": save_probabilities, "sw_batch_size": sw_batch_size}
+        self.inference: InferenceConfig = InferenceConfig.model_validate(
+            {**cfg.inference.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        )
         self.device = runtime.resolve_device(device)
         self.precision = runtime.resolve_precision(precision, self.device)
         self.channels_last = runtime.resolve_channels_last(channels_last, self.spatial_dims, self.device)
-        build_args = dict(meta["build_args"])
-        self.model = build_model(**build_args)
+        self.model = build_model(**dict(meta["build_args"]))
         load_weights(weights, self.model)
         self.model.eval()
         self.model = runtime.prepare_module(self.model, self.device, self.spatial_dims, self.channels_last)
-        kwargs = {k: self.preprocess[k] for k in ("preset", "spatial_dims", "patch_size", "spacing")}
         self.transform = transforms.build_transforms(
-            "infer", **kwargs, ct_window=tuple(self.preprocess["ct_window"]), label=False
+            "infer", preset=self.preprocess["preset"], spatial_dims=self.spatial_dims, patch_size=self.patch_size,
+            spacing=self.preprocess["spacing"], ct_window=tuple(self.preprocess["ct_window"]), label=False,
         )
-        self._invert = Invertd(keys="pred", transform=self.transform, orig_keys="image", nearest_interp=True)
-        self._invert_prob = Invertd(keys="prob", transform=self.transform, orig_keys="image", nearest_interp=False)
-        fg = [k for k in sorted(self.labels) if k != 0]
-        self._lcc = KeepLargestConnectedComponent(applied_labels=fg, independent=True) if fg else None
+        # the same steps without the loader, for arrays already in memory
+        self._after_load = Compose([t for t in self.transform.transforms if not isinstance(t, LoadImaged)])
 
     def describe(self) -> str:
         """One line: which run, on what hardware."""
         return f"run {self.run_dir}; {runtime.describe(self.device, self.precision, self.channels_last)}"
 
-    # -- core --------------------------------------------------------------------------------------
+    # -- network -----------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with runtime.autocast(self.precision, self.device):
             return self.model(runtime.prepare_batch(x, self.device, self.spatial_dims, self.channels_last)).float()
 
-    def _probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (fp32) at network resolution, averaged over flips when TTA is on."""
-        x = image[None].to(self.device)
-        flips: Iterable[tuple[int, ...]] = [()]
+    def _stitch_device(self, image: torch.Tensor) -> torch.device:
+        """Where sliding-window outputs are summed: the model's device unless a GPU lacks room for them."""
+        if self.device.type != "cuda":
+            return self.device
+        need = 4 * (self.num_classes + 2) * image[0].numel()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return self.device if need < free // 2 else torch.device("cpu")
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Blended logits ``(classes, *spatial)`` (fp32, CPU) of a preprocessed image, averaged over flips with TTA."""
+        x = torch.as_tensor(image)[None]  # plain tensor: MetaTensor bookkeeping is not needed here
+        stitch = self._stitch_device(x)
+        x = x.to(stitch)
+        flips: list[tuple[int, ...]] = [()]
         if self.inference.tta:
             axes = range(2, 2 + self.spatial_dims)
             flips = [c for r in range(self.spatial_dims + 1) for c in itertools.combinations(axes, r)]
         total: torch.Tensor | None = None
-        n = 0
         for dims in flips:
-            xi = torch.flip(x, dims) if dims else x
-            logits = sliding_window_inference(
-                xi, roi_size=self.preprocess["patch_size"], sw_batch_size=self.inference.sw_batch_size,
-                predictor=self._forward, overlap=self.inference.overlap, mode=self.inference.blend,
-            )
-            prob = torch.softmax(torch.as_tensor(logits).float(), dim=1)
-            del logits
-            prob = torch.flip(prob, dims) if dims else prob
-            total = prob if total is None else total.add_(prob)
-            n += 1
+            out = torch.as_tensor(sliding_window_inference(
+                torch.flip(x, dims) if dims else x, roi_size=self.patch_size,
+                sw_batch_size=self.inference.sw_batch_size, predictor=self._forward, overlap=self.inference.overlap,
+                mode=self.inference.blend, sw_device=self.device, device=stitch,
+            ))
+            if dims:
+                out = torch.flip(out, dims)  # a copy; the flipped one is freed below
+            if total is None:
+                total = out
+            else:
+                total.add_(out)
+            del out
         assert total is not None
-        return total.div_(n)[0]
+        if len(flips) > 1:
+            total.div_(len(flips))
+        return total[0].cpu()
 
+    # -- one input ---------------------------------------------------------------------------------
     def predict(
         self, source: str | Path | Sequence[str | Path] | np.ndarray, affine: np.ndarray | None = None
     ) -> Prediction:
-        """Segment one file, DICOM folder, list of channel files, or array.
+        """Segment one file, DICOM folder, list of channel files (one case), or array.
 
-        The label map is in the (first) input's own voxel order. An array is taken in medseg's reader
-        convention (spatial axes, channel first when there are several) with an optional 4×4 RAS ``affine``.
+        The label map is in the (first) input's own voxel order with ``meta`` its geometry. An array
+        is taken in medseg's reader convention (spatial axes in voxel order; channels first when there
+        are several) with an optional RAS ``affine`` (4×4, or ``spatial_dims + 1`` square; identity
+        by default); it is preprocessed in memory, exactly as a file would be after loading.
         """
-        if isinstance(source, np.ndarray):
-            return self._predict_array(source, affine)
-        channels = [Path(s) for s in source] if isinstance(source, list | tuple) else [Path(source)]
-        path = channels[0]
         with runtime.inference_context():
-            data = self.transform({"image": [str(c) for c in channels] if len(channels) > 1 else str(path)})
-            image = data["image"]
+            if isinstance(source, np.ndarray):
+                path = Path("<array>")
+                data, meta = self._array_input(source, affine)
+                prepared = self._after_load(data)
+            else:
+                channels = [Path(s) for s in source] if isinstance(source, list | tuple) else [Path(source)]
+                path = channels[0]
+                meta = io.read_header(path)
+                try:
+                    prepared = self.transform({"image": [str(c) for c in channels] if len(channels) > 1 else str(path)})
+                except Exception as err:
+                    raise _user_error(path, err) from None
+            image: MetaTensor = prepared.pop("image")
             in_ch = int(self.preprocess["in_channels"])
             if image.shape[0] != in_ch:
                 raise MedsegError(
                     f"{path}: has {image.shape[0]} channel(s) but the run was trained on {in_ch}; "
                     "give an image of the training modality"
                 )
-            prob = self._probabilities(image).cpu()
-            labels = prob.argmax(0, keepdim=True).to(torch.uint8 if self.num_classes < 256 else torch.int16)
-            data["pred"] = MetaTensor(labels, meta=image.meta, applied_operations=image.applied_operations)
-            probabilities = None
-            if self.inference.save_probabilities:
-                data["prob"] = MetaTensor(prob, meta=image.meta, applied_operations=image.applied_operations)
-            else:
-                del prob
-            with warnings.catch_warnings():  # 2D presets have nothing to invert; MONAI warns about that
-                warnings.filterwarnings("ignore", message="inverse has been called but no invertible")
-                inverted = self._invert(data)
-            pred = inverted["pred"]
-            if self._lcc is not None and self.inference.largest_component:
-                pred = self._lcc(pred)
-            out = np.asarray(torch.as_tensor(pred)[0].cpu().numpy())
-            if self.inference.save_probabilities:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="inverse has been called but no invertible")
-                    probabilities = np.asarray(torch.as_tensor(self._invert_prob(data)["prob"]).cpu().numpy())
-        return Prediction(out.astype(np.uint8 if self.num_classes < 256 else np.uint16), path, None, probabilities)
+            net_affine = np.asarray(torch.as_tensor(image.affine), dtype=np.float64)
+            orig_affine = np.asarray(torch.as_tensor(image.meta.get("original_affine", net_affine)), dtype=np.float64)
+            resampled = bool(image.applied_operations)
+            logits = self.logits(image)
+            del image, prepared
+            labels, probabilities = self._to_original(logits, net_affine, orig_affine, tuple(meta.shape), resampled)
+            del logits
+        if self.inference.largest_component:
+            keep_largest_components(labels, [k for k in self.labels if k != 0])
+        return Prediction(labels, path, meta, probabilities)
 
-    def _predict_array(self, array: np.ndarray, affine: np.ndarray | None) -> Prediction:
-        """Arrays go through the same loader as files, via a temporary NIfTI with ``affine``."""
-        import nibabel as nib
-
+    def _array_input(self, array: np.ndarray, affine: np.ndarray | None) -> tuple[dict[str, Any], io.ImageMeta]:
+        """A loaded-image dict (what ``LoadImaged`` gives) and the geometry of an in-memory array."""
+        dims = self.spatial_dims
         data = np.asarray(array, dtype=np.float32)
-        if int(self.preprocess["in_channels"]) > 1 or data.ndim == self.spatial_dims + 1:
-            data = np.moveaxis(data, 0, -1)  # NIfTI keeps channels last
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "array.nii.gz"
-            nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
-            result = self.predict(path)
-        result.source = Path("<array>")
-        return result
+        if data.ndim not in (dims, dims + 1):
+            raise MedsegError(
+                f"array of shape {data.shape}: give {dims} spatial axes (and channels first when there are several)"
+            )
+        ras = _affine_nd(np.eye(dims + 1) if affine is None else np.asarray(affine, dtype=np.float64), dims)
+        full = np.eye(4)
+        full[:dims, :dims], full[:dims, 3] = ras[:dims, :dims], ras[:dims, dims]
+        shape = tuple(int(n) for n in data.shape[-dims:])
+        lps = np.diag([-1.0, -1.0, *[1.0] * (dims - 1)]) @ ras
+        spacing = np.linalg.norm(lps[:dims, :dims], axis=0)
+        meta = io.ImageMeta(
+            path=Path("<array>"), format="array", shape=shape, spacing=tuple(float(s) for s in spacing),
+            origin=tuple(float(o) for o in lps[:dims, dims]), direction=lps[:dims, :dims] / spacing, affine=ras,
+            num_channels=data.shape[0] if data.ndim > dims else 1,
+        )
+        tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), affine=torch.as_tensor(full), meta={
+            "original_affine": full, "spatial_shape": np.asarray(shape), "space": "RAS",
+            "original_channel_dim": 0 if data.ndim > dims else "no_channel", "filename_or_obj": "<array>",
+        })
+        return {"image": tensor}, meta
 
+    def _to_original(
+        self, logits: torch.Tensor, net_affine: np.ndarray, orig_affine: np.ndarray,
+        orig_shape: tuple[int, ...], resampled: bool,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and probabilities, if asked) on the original grid from logits on the network grid."""
+        dims = self.spatial_dims
+        mapping = np.eye(dims + 1)
+        if resampled:  # original voxel index -> network voxel index, through world coordinates
+            mapping = np.linalg.solve(_affine_nd(net_affine, dims), _affine_nd(orig_affine, dims))
+        axes = _axis_map(mapping, tuple(logits.shape[1:]), orig_shape)
+        want_prob = self.inference.save_probabilities
+        if axes is not None:  # orientation only: exact re-ordering of the network's output
+            labels = _argmax(logits)
+            labels = _reorder(labels, axes)
+            probabilities = None
+            if want_prob:
+                probabilities = _reorder(torch.softmax(logits, 0), axes, channel=True).numpy()
+            return labels.numpy(), probabilities
+        labels_out = torch.empty(orig_shape, dtype=torch.uint8 if self.num_classes <= 256 else torch.int16)
+        prob_out = np.empty((self.num_classes, *orig_shape), dtype=np.float32) if want_prob else None
+        for index, slab in _resample_slabs(logits, mapping, orig_shape):
+            labels_out[index] = _argmax(slab)
+            if prob_out is not None:
+                prob_out[(slice(None), *index)] = torch.softmax(slab, 0).numpy()
+        return labels_out.numpy(), prob_out
+
+    # -- files ---------------------------------------------------------------------------------------
     def predict_file(self, source: Path | Sequence[Path], out: Path) -> Path:
-        """Segment ``source`` (a file, or one file per channel) and write ``out`` in its exact geometry."""
+        """Segment ``source`` (a file, DICOM folder, or one file per channel) and write ``out`` in its geometry.
+
+        With probabilities on, ``<out name>_prob_<class><ext>`` float32 maps go beside it (TIFF for 2D
+        PNG/JPEG outputs, which cannot hold floats).
+        """
         result = self.predict(source)
-        reference = Path(source[0]) if isinstance(source, list | tuple) else Path(source)
-        io.write_like(result.labels, reference, out)
+        assert result.meta is not None
+        io.write_like(result.labels, result.meta, out)
         if result.probabilities is not None:
             name, ext = split_name(out)
+            if ext.lower() in (".png", ".jpg", ".jpeg"):
+                ext = ".tif"
             for k, label in self.labels.items():
                 if k:
                     prob_path = out.with_name(f"{name}_prob_{label}{ext}")
-                    io.write_like(result.probabilities[k].astype(np.float32), reference, prob_path)
+                    io.write_like(result.probabilities[k], result.meta, prob_path, dtype=np.float32)
         return out
 
 
+# -- mapping back to the original grid ------------------------------------------------------------------
+def _affine_nd(affine: np.ndarray, dims: int) -> np.ndarray:
+    """The ``dims``-D part of an affine (MONAI keeps 4×4 affines for 2D images too)."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape[0] == dims + 1:
+        return a
+    out = np.eye(dims + 1)
+    out[:dims, :dims] = a[:dims, :dims]
+    out[:dims, dims] = a[:dims, -1]
+    return out
+
+
+def _axis_map(mapping: np.ndarray, net_shape: tuple[int, ...], orig_shape: tuple[int, ...]) -> list[tuple[int, bool]] | None:
+    """``[(network axis, flipped)]`` per original axis when ``mapping`` only permutes and flips axes, else None."""
+    dims = len(orig_shape)
+    rot, shift = mapping[:dims, :dims], mapping[:dims, dims]
+    if not np.allclose(np.abs(rot), np.round(np.abs(rot)), atol=1e-5) or not np.allclose(np.abs(rot).sum(0), 1, atol=1e-5):
+        return None
+    axes: list[tuple[int, bool]] = []
+    for j in range(dims):  # original axis j is network axis i, maybe reversed
+        i = int(np.argmax(np.abs(rot[:, j])))
+        flipped = rot[i, j] < 0
+        n = orig_shape[j]
+        if net_shape[i] != n or abs(shift[i] - ((n - 1) if flipped else 0)) > 1e-3:
+            return None
+        axes.append((i, flipped))
+    return axes
+
+
+def _reorder(x: torch.Tensor, axes: list[tuple[int, bool]], channel: bool = False) -> torch.Tensor:
+    """Network-grid array to original voxel order, by :func:`_axis_map`'s permutation and flips."""
+    c = int(channel)
+    x = x.permute(*range(c), *(i + c for i, _ in axes))
+    flips = [j + c for j, (_, flipped) in enumerate(axes) if flipped]
+    return (torch.flip(x, flips) if flips else x).contiguous()
+
+
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Class indices (uint8, or int16 above 256 classes) over axis 0, in slabs to avoid an int64 copy."""
+    dtype = torch.uint8 if logits.shape[0] <= 256 else torch.int16
+    out = torch.empty(logits.shape[1:], dtype=dtype)
+    step = max(1, SLAB_VOXELS // max(1, math.prod(logits.shape[1:-1])))
+    for start in range(0, logits.shape[-1], step):
+        out[..., start : start + step] = logits[..., start : start + step].argmax(0).to(dtype)
+    return out
+
+
+def _resample_slabs(
+    values: torch.Tensor, mapping: np.ndarray, out_shape: tuple[int, ...]
+) -> Iterator[tuple[tuple[slice, ...], torch.Tensor]]:
+    """Linearly interpolate ``values`` (channels first, network grid) at the original grid, slab by slab.
+
+    ``mapping`` takes original voxel indices to network voxel indices; outside the network grid the
+    border value is used (as MONAI's ``Spacingd`` pads). Yields ``(index, (channels, *slab))``.
+    """
+    dims = len(out_shape)
+    net = values.shape[1:]
+    m = torch.as_tensor(mapping, dtype=torch.float64)
+    # grid_sample wants coordinates in [-1, 1] (align_corners=True: -1 and 1 are the end voxels' centres),
+    # the last one indexing the input's last axis
+    scale = torch.tensor([2.0 / (n - 1) if n > 1 else 0.0 for n in net], dtype=torch.float64)
+    step = max(1, SLAB_VOXELS // max(1, math.prod(out_shape[:-1])))
+    base = [torch.arange(n, dtype=torch.float64) for n in out_shape[:-1]]
+    batch = values[None]
+    for start in range(0, out_shape[-1], step):
+        stop = min(out_shape[-1], start + step)
+        grid = torch.meshgrid(*base, torch.arange(start, stop, dtype=torch.float64), indexing="ij")
+        coords = torch.stack(grid, -1) @ m[:dims, :dims].T + m[:dims, dims]
+        coords = (coords * scale - (scale > 0).double()).flip(-1).to(torch.float32)
+        slab = F.grid_sample(batch, coords[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
+        yield (*[slice(None)] * (dims - 1), slice(start, stop)), slab
+
+
+def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Keep only the largest connected component (full connectivity) of each class, in place."""
+    structure = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
+    for k in classes:
+        mask = labels == k
+        components, n = ndimage.label(mask, structure=structure, output=np.int32)
+        if n > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            labels[mask & (components != int(sizes.argmax()))] = 0
+        del mask, components
+    return labels
+
+
+# -- many inputs ------------------------------------------------------------------------------------------
 @dataclass
 class BatchReport:
     """What ``predict_many`` did: written outputs and failures with their reasons."""
@@ -261,7 +454,7 @@ def predict_many(
     out: Path | None = None,
     on_progress: Callable[[Path, int, int], None] | None = None,
 ) -> BatchReport:
-    """Segment many inputs; a file that fails is recorded and the rest go on."""
+    """Segment many inputs to files; a file that fails is recorded with its reason and the rest go on."""
     sources = expand_inputs(inputs)
     multiple = len(sources) > 1 or any(Path(i).is_dir() and not io.is_dicom_series(Path(i)) for i in inputs)
     report = BatchReport()
@@ -273,7 +466,7 @@ def predict_many(
         except MedsegError as err:
             report.failed.append((source, str(err)))
         except Exception as err:  # a corrupt file must not stop the others
-            report.failed.append((source, f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"))
+            report.failed.append((source, str(_user_error(source, err))))
         if on_progress is not None:
             on_progress(source, i + 1, len(sources))
     return report
