@@ -145,9 +145,19 @@ def prepare_module(module: nn.Module, device: torch.device, spatial_dims: int, c
     return module
 
 
+def plain(x: torch.Tensor) -> torch.Tensor:
+    """Drop a tensor subclass such as MONAI's MetaTensor.
+
+    Every operation on a MetaTensor goes through ``__torch_function__`` to carry metadata along; inside
+    a network that costs several times the convolutions themselves on a CPU (measured: a Dual U-Net
+    training step 10× slower), so models only ever see plain tensors.
+    """
+    return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
+
+
 def prepare_batch(x: torch.Tensor, device: torch.device, spatial_dims: int, channels_last: bool) -> torch.Tensor:
-    """Move a batch to its device (non-blocking from pinned memory) and memory format."""
-    x = x.to(device, non_blocking=device.type == "cuda")
+    """A plain tensor on its device (non-blocking from pinned memory) in the chosen memory format."""
+    x = plain(x).to(device, non_blocking=device.type == "cuda")
     if channels_last and x.dim() == spatial_dims + 2:
         x = x.contiguous(memory_format=memory_format(spatial_dims))
     return x

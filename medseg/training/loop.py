@@ -364,7 +364,7 @@ def train(
             for _ in range(steps):
                 batch = next(batches)
                 x = runtime.prepare_batch(batch["image"], device, spatial_dims, channels_last)
-                y = batch["label"].to(device, non_blocking=True)
+                y = runtime.plain(batch["label"]).to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with runtime.autocast(precision, device):
                     outputs = net(x)
@@ -481,13 +481,13 @@ def validate(
 
     with runtime.inference_context():
         for batch in loader:
-            x = batch["image"].to(device)
-            y = batch["label"].to(device)
+            x = runtime.plain(batch["image"]).to(device)
+            y = runtime.plain(batch["label"]).to(device)
             logits = sliding_window_inference(
                 x, roi_size=patch_size, sw_batch_size=sw_batch_size, predictor=predictor,
                 overlap=overlap, mode=blend,
             )
-            logits = torch.as_tensor(logits).float()
+            logits = runtime.plain(logits).float()
             loss_total += torch.tensor([float(loss_fn(logits, y)), 1.0], dtype=torch.float64)
             pred = one_hot(logits.argmax(1, keepdim=True), num_classes)
             dice = metric(pred, one_hot(y.long(), num_classes)).cpu().double()[0]
