@@ -110,7 +110,7 @@ def deterministic_transforms(
         steps.append(Orientationd(keys, axcodes="RAS", labels=None))
         if spacing is not None:
             modes = ("bilinear", "nearest")[: len(keys)]
-            steps.append(Spacingd(keys, pixdim=[float(s) for s in spacing], mode=modes))
+            steps.append(Spacingd(keys, pixdim=[float(s) for s in spacing], mode=modes, dtype=np.float32))
     steps += _PRESETS[preset]((float(ct_window[0]), float(ct_window[1])))
     return steps
 
