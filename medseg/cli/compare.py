@@ -1,0 +1,61 @@
+"""``medseg compare``: several models, one split, one budget, one report."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medseg.cli import app
+
+if TYPE_CHECKING:
+    from medseg.experiments.compare import Comparison
+
+
+@app.command()
+def compare(
+    models: Annotated[str, typer.Option(help="Comma-separated model names.")] = "fcn,unet,unet_resnet,dual_unet_resnet",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Task config shared by all models (default: each model's built-in, on the 2D demo task).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder; default: the generated demo data.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per model (same for all).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Wall-clock budget per model, in minutes (same for all).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder for runs, predictions, tables, figures and report.html.")] = Path("runs/compare"),
+    reuse: Annotated[bool, typer.Option("--reuse", help="Reuse finished runs in OUT/runs whose config is unchanged.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed shared by every model.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config value for every model, e.g. --set data.patch_size=[96,96].")] = None,
+) -> None:
+    """Train each model under the same split, seed, preprocessing and budget, then evaluate and report.
+
+    Writes comparison.csv, comparison.md, grid.png (Image | Mask | Prediction per model),
+    dice_bars.png and a self-contained report.html into OUT.
+    """
+    from medseg.cli.train import _overrides
+    from medseg.experiments.compare import compare as run_compare
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    overrides = _overrides(data=data, epochs=epochs, max_minutes=max_minutes, seed=seed, device=device, precision=precision)
+    console = Console(stderr=True)
+    result = run_compare(names, config, overrides, set_ or [], out, reuse, quiet=False,
+                         on_progress=lambda msg: console.print(msg, highlight=False))
+    print_comparison(result)
+
+
+def print_comparison(result: Comparison) -> None:
+    """The comparison table on the terminal, and where the files are."""
+    from medseg.experiments.compare import COLUMNS
+
+    with open(result.files["csv"], encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    table = Table(title=f"Held-out cases: {result.n_cases}")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in rows:
+        table.add_row(*[row[c] for c in COLUMNS])
+    Console().print(table)
+    typer.echo(f"report: {result.files['html']}")
