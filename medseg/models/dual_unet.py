@@ -142,7 +142,7 @@ class DualUNetResNet(nn.Module):
         self.build_args = as_list({
             "name": "dual_unet_resnet", "spatial_dims": spatial_dims, "in_channels": in_channels,
             "out_channels": out_channels, "encoder": encoder,
-            "decoder_channels": list(decoder_channels)[: len(self.decoder1.blocks)], "features2": feats2,
+            "decoder_channels": [int(c) for c in decoder_channels][: len(self.decoder1.blocks)], "features2": feats2,
             "aspp": aspp, "aspp_channels": aspp_ch, "se": se, "norm": norm,
             "encoder_options": dict(encoder_options or {}), "encoder_weights": None,
         })

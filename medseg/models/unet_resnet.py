@@ -167,7 +167,7 @@ class UNetResNet(nn.Module):
         self.build_args = as_list({
             "name": "unet_resnet", "spatial_dims": spatial_dims, "in_channels": in_channels,
             "out_channels": out_channels, "encoder": encoder,
-            "decoder_channels": list(decoder_channels)[: len(self.decoder.blocks)], "attention": attention,
+            "decoder_channels": [int(c) for c in decoder_channels][: len(self.decoder.blocks)], "attention": attention,
             "norm": norm, "encoder_options": dict(encoder_options or {}), "encoder_weights": None,
         })
 
