@@ -78,10 +78,14 @@ def test_way_back_equals_monai_invertd(tmp_path, oblique_case, spacing, monkeypa
     else:
         assert axes is None
         monkeypatch.setattr(predictor_module, "SLAB_VOXELS", 1500)  # several slabs
-        out = np.full(reference.shape, np.nan, dtype=np.float32)
-        for index, slab in predictor_module._resample_slabs(logits, mapping, shape):
-            out[(slice(None), *index)] = slab.numpy()
-        np.testing.assert_allclose(out, reference, atol=1e-4)
+        assert predictor_module._separable(mapping) is not None  # MONAI's steps are axis-aligned
+        for separable in (True, False):  # one axis at a time, and the general grid_sample path
+            if not separable:
+                monkeypatch.setattr(predictor_module, "_separable", lambda mapping: None)
+            out = np.full(reference.shape, np.nan, dtype=np.float32)
+            for index, slab in predictor_module._resample_slabs(logits, mapping, shape):
+                out[(slice(None), *index)] = slab.numpy()
+            np.testing.assert_allclose(out, reference, atol=1e-4)
 
 
 def test_array_input_equals_file_input(tmp_path, threshold_model, oblique_case):
@@ -187,3 +191,12 @@ def test_wrong_channels_and_corrupt_files_are_user_errors(tmp_path):
         predictor.predict(bad)
     with pytest.raises(MedsegError, match=r"no config\.yaml"):
         Predictor(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5])
+def test_argmax_matches_torch_with_ties(classes):
+    scores = torch.randint(-2, 3, (classes, 7, 6, 5)).float()  # many ties: the first maximum wins
+    np.testing.assert_array_equal(predictor_module._argmax(scores).numpy(), scores.argmax(0).numpy())
+    with_background = torch.cat([torch.zeros_like(scores[:1]), scores])
+    np.testing.assert_array_equal(predictor_module._argmax(scores, implicit_zero=True).numpy(),
+                                  with_background.argmax(0).numpy())

@@ -1,0 +1,200 @@
+"""Time and peak memory of ``Predictor.predict_file`` on a large CT-like volume, per precision.
+
+What it does:
+
+1. writes a synthetic CT (int16 HU, default 512×512×300 at 0.8×0.8×1.5 mm, LPS-oriented as
+   scanners store it, so orientation is inverted too) as NIfTI into a temporary folder;
+2. makes a run directory without training: a small ``unet_resnet`` (resnet18 with narrow widths)
+   with random weights, ``ct`` preset, patch 96×96×48 and a target spacing (default 1.6×1.6×3.0 mm,
+   so the prediction is resampled there and back);
+3. for each precision (default ``auto`` then ``fp32``) starts a *fresh* Python process that builds
+   the ``Predictor`` and runs ``predict_file`` once, and reads that process's peak resident memory
+   (``ru_maxrss`` of exactly that child, via ``os.wait4``; ``RUSAGE_CHILDREN`` would give the maximum
+   over all children so far). The child also reports its resident memory before predicting
+   (imports, model), so the table shows what prediction itself adds.
+
+Wall time is ``predict_file`` alone: read, preprocess, sliding window, map back, write. The masks
+of the precisions are compared (Dice of the foreground) to show bf16 changes little.
+
+Run it when the machine is quiet: ``python benchmarks/predict_ct.py [--markdown docs/benchmarks.md]``;
+``--shape 256 256 120`` for a quick look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENCODER = {"encoder": "resnet18", "encoder_options": {"widths": [16, 32, 64, 128]},
+           "decoder_channels": [64, 32, 16, 16, 8]}
+
+
+def synthetic_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> None:
+    """Air, a body ellipse (soft tissue with noise), a spine-like bone rod and a brighter organ; int16 HU."""
+    import nibabel as nib
+
+    x, y = np.meshgrid(np.arange(shape[0]) - shape[0] / 2, np.arange(shape[1]) - shape[1] / 2, indexing="ij")
+    body = (x / (0.42 * shape[0])) ** 2 + (y / (0.32 * shape[1])) ** 2 <= 1
+    bone = ((x) / (0.04 * shape[0])) ** 2 + ((y - 0.2 * shape[1]) / (0.04 * shape[1])) ** 2 <= 1
+    rng = np.random.default_rng(0)
+    data = np.empty(shape, dtype=np.int16)
+    for k in range(shape[2]):  # slice by slice: no full-volume float temporaries
+        z = (k - shape[2] / 2) / (0.3 * shape[2])
+        organ = ((x + 0.12 * shape[0]) / (0.14 * shape[0])) ** 2 + (y / (0.12 * shape[1])) ** 2 + z**2 <= 1
+        hu = np.where(body, 40.0, -1000.0) + np.where(organ, 60.0, 0.0) + np.where(bone, 660.0, 0.0)
+        data[:, :, k] = (hu + rng.normal(0, 15, hu.shape)).astype(np.int16)
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # LPS storage: Orientationd flips two axes
+    affine[:3, 3] = (200.0, 180.0, -300.0)
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+
+
+def make_run(root: Path, patch: list[int], spacing: list[float] | None) -> Path:
+    """A run directory as ``medseg train`` writes it, with random weights (speed does not depend on them)."""
+    import torch
+
+    from medseg.config import resolve_config
+    from medseg.models import build_model
+    from medseg.training.checkpoint import save_weights
+    from medseg.utils import atomic_write_text
+
+    torch.manual_seed(0)
+    model = build_model("unet_resnet", spatial_dims=3, in_channels=1, out_channels=2, **ENCODER)
+    cfg = resolve_config(model="unet_resnet", overrides={
+        "model": {"options": ENCODER}, "data": {"patch_size": patch, "spacing": spacing, "preset": "ct"},
+    })
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "config.yaml", cfg.to_yaml())
+    preprocess = {"preset": "ct", "spatial_dims": 3, "patch_size": patch, "spacing": spacing,
+                  "ct_window": list(cfg.data.ct_window), "in_channels": 1,
+                  "labels": {"0": "background", "1": "organ"}}
+    save_weights(root / "best.safetensors", model, {"build_args": model.build_args, "preprocess": preprocess})
+    return root
+
+
+def child(run: str, image: str, precision: str, out: str) -> None:
+    """One measurement in this (fresh) process; prints a JSON line."""
+    from medseg.inference import Predictor
+
+    predictor = Predictor(run, device="cpu", precision=precision)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    predictor.predict_file(Path(image), Path(out))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"precision": str(predictor.precision), "seconds": seconds, "rss_before_kib": before,
+                      "threads": __import__("torch").get_num_threads()}))
+
+
+def measure(run: Path, image: Path, precision: str, out: Path) -> dict:
+    """Run :func:`child` in a fresh interpreter; add its own peak RSS (``os.wait4``)."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(run), str(image), precision, str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"child for {precision} failed with exit code {proc.returncode}")
+    result = json.loads(output.strip().splitlines()[-1])
+    result["peak_rss_kib"] = usage.ru_maxrss
+    return result
+
+
+def dice(a: Path, b: Path) -> float:
+    import nibabel as nib
+
+    x, y = np.asarray(nib.load(str(a)).dataobj) > 0, np.asarray(nib.load(str(b)).dataobj) > 0
+    total = x.sum() + y.sum()
+    return 1.0 if total == 0 else 2.0 * float((x & y).sum()) / float(total)
+
+
+def write_section(path: str, heading: str, body: str) -> None:
+    """Replace the ``heading`` section of the markdown file ``path`` (up to the next ``## ``) or append it."""
+    from medseg.utils import atomic_write_text
+
+    old = Path(path).read_text(encoding="utf-8") if Path(path).exists() else "# Benchmarks\n"
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    section = f"{heading}\n\n{body.rstrip()}\n\n"
+    if start is None:
+        new = old.rstrip() + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + section + "".join(lines[end:])
+    atomic_write_text(path, new.rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300])
+    parser.add_argument("--ct-spacing", type=float, nargs=3, default=[0.8, 0.8, 1.5])
+    parser.add_argument("--spacing", type=float, nargs=3, default=[1.6, 1.6, 3.0],
+                        help="the run's target spacing (mm); --no-resample for none")
+    parser.add_argument("--no-resample", action="store_true", help="run at the CT's own spacing")
+    parser.add_argument("--patch", type=int, nargs=3, default=[96, 96, 48])
+    parser.add_argument("--precisions", nargs="+", default=["auto", "fp32"])
+    parser.add_argument("--markdown", default=None, help="write the table into the '## Prediction' section of this file")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+
+    spacing = None if args.no_resample else args.spacing
+    with tempfile.TemporaryDirectory(prefix="medseg-predict-ct-") as tmp:
+        folder = Path(tmp)
+        image = folder / "ct.nii.gz"
+        start = time.perf_counter()
+        synthetic_ct(image, tuple(args.shape), tuple(args.ct_spacing))
+        print(f"wrote {image} ({'x'.join(map(str, args.shape))}, {time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        run = make_run(folder / "run", args.patch, spacing)
+        rows, outputs = [], []
+        for precision in args.precisions:
+            out = folder / f"ct_seg_{precision}.nii.gz"
+            result = measure(run, image, precision, out)
+            rows.append(result)
+            outputs.append(out)
+            print(json.dumps(result), file=sys.stderr)
+        agreement = dice(outputs[0], outputs[-1]) if len(outputs) > 1 else float("nan")
+
+    base = rows[-1]["seconds"]
+    voxels = np.prod(args.shape)
+    lines = [
+        "| precision | wall time (s) | speed-up vs last row | peak RSS (MiB) | RSS before predict (MiB) | added by predict (MiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        peak, before = r["peak_rss_kib"] / 1024, r["rss_before_kib"] / 1024
+        lines.append(f"| {r['precision']} | {r['seconds']:.1f} | {base / r['seconds']:.2f}× | {peak:.0f} | "
+                     f"{before:.0f} | {peak - before:.0f} |")
+    setup = (
+        f"Synthetic CT {'×'.join(map(str, args.shape))} int16 ({voxels / 1e6:.1f} M voxels, "
+        f"{'×'.join(map(str, args.ct_spacing))} mm, NIfTI .gz, LPS-stored); run: `unet_resnet` resnet18 widths "
+        f"16-32-64-128, 2 classes, patch {'×'.join(map(str, args.patch))}, overlap 0.5, Gaussian blending, "
+        f"target spacing {'×'.join(map(str, spacing)) + ' mm' if spacing else 'none'}; CPU, "
+        f"{rows[0]['threads']} threads, one fresh process per precision. Foreground Dice between the "
+        f"{args.precisions[0]} and {args.precisions[-1]} masks: {agreement:.4f}."
+    )
+    table = "\n".join(lines)
+    print(setup + "\n\n" + table)
+    if args.markdown:
+        body = f"`python benchmarks/predict_ct.py` times `Predictor.predict_file` (read, preprocess, sliding window, " \
+               f"map back, write) and reads each process's peak resident memory.\n\n{setup}\n\n{table}\n"
+        write_section(args.markdown, "## Prediction", body)
+
+
+if __name__ == "__main__":
+    main()
