@@ -212,7 +212,7 @@ class Predictor:
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Blended logits ``(classes, *spatial)`` (fp32, CPU) of a preprocessed image, averaged over flips with TTA."""
-        x = torch.as_tensor(image)[None]  # plain tensor: MetaTensor bookkeeping is not needed here
+        x = (image.as_tensor() if isinstance(image, MetaTensor) else image)[None]  # no MetaTensor bookkeeping
         stitch = self._stitch_device(x)
         x = x.to(stitch)
         flips: list[tuple[int, ...]] = [()]
