@@ -19,8 +19,7 @@ def export(
 ) -> None:
     """Export the run's network (eval mode, fp32, one patch of the run's patch size).
 
-    The export is run on a random patch and compared with the original network; the preprocessing
-    a deployment must repeat is written beside it as <output>.json.
+    The export is run on a random patch and compared with the original network; the preprocessing a deployment must repeat is written beside it as <output>.json.
     """
     from medseg.inference.export import export_run
 

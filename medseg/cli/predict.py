@@ -27,8 +27,9 @@ def predict(
 ) -> None:
     """Segment images with a trained run; masks keep the input's exact geometry.
 
-    Preprocessing is read from the run, so nothing has to be repeated here. A file that fails is
-    reported and the others go on; the exit code is 1 if any failed.
+    Preprocessing is read from the run, so nothing has to be repeated here. The prediction is mapped back to each input's own grid (orientation and spacing undone) and written with its header.
+
+    A file that fails is reported and the others go on; the exit code is 1 if any failed.
     """
     from medseg.inference import Predictor, expand_inputs, predict_many
 
