@@ -15,8 +15,8 @@ from medseg.cli import app
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
     models: Annotated[str, typer.Option(help="Comma-separated models to train and compare.")] = "fcn,unet,unet_resnet,dual_unet_resnet",
-    minutes_per_model: Annotated[float, typer.Option(help="Training budget per model, in minutes.")] = 2.5,
-    epochs: Annotated[int, typer.Option(help="Epoch cap per model (the time budget usually ends training first).")] = 40,
+    minutes_per_model: Annotated[float, typer.Option(help="Wall-clock cap on each model's training, in minutes.")] = 3.0,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per model; default: the nuclei2d config's (12).")] = None,
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     reuse: Annotated[bool, typer.Option("--reuse", help="Reuse finished runs in OUT/runs.")] = False,
 ) -> None:
