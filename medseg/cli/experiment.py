@@ -1,4 +1,4 @@
-"""``medseg experiment``: small reproductions of published results."""
+"""``medseg experiment``: small reproductions of published results, thin over ``medseg.experiments``."""
 
 from __future__ import annotations
 
@@ -14,36 +14,62 @@ from medseg.cli import app
 experiment_app = typer.Typer(help="Small reproductions of published results.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
+DEFAULTS = {"steps": 1000, "batch_size": 32, "lr": 0.025, "image_size": 12, "n_train": 5000}
+
 
 @experiment_app.command()
 def degradation(
-    out: Annotated[Path, typer.Option(help="Folder for degradation.csv, gradient_norms.csv and the figures.")] = Path("runs/degradation"),
-    depths: Annotated[str, typer.Option(help="Comma-separated CIFAR-style depths (6n+2).")] = "20,56",
-    steps: Annotated[int, typer.Option(help="Training steps per network (same budget for all).")] = 400,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (one-cycle schedule).")] = 0.05,
-    seed: Annotated[int, typer.Option(help="Random seed for data and initialisation.")] = 0,
+    out: Annotated[
+        Path, typer.Option(help="Folder for curves.csv, summary.csv, gradient_norms.csv and the two figures.")
+    ] = Path("runs/degradation"),
+    depths: Annotated[
+        str, typer.Option(help="Comma-separated CIFAR ResNet depths, 6n+2 each (8, 14, 20, 32, 44, 56, 110).")
+    ] = "20,56",
+    steps: Annotated[int, typer.Option(help="Training steps per network (the same budget for all).")] = DEFAULTS[
+        "steps"
+    ],
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = DEFAULTS["batch_size"],
+    lr: Annotated[float, typer.Option(help="Peak SGD learning rate of the one-cycle schedule.")] = DEFAULTS["lr"],
+    image_size: Annotated[int, typer.Option(help="Side of the generated square images, in pixels.")] = DEFAULTS[
+        "image_size"
+    ],
+    n_train: Annotated[int, typer.Option(help="Number of generated training images.")] = DEFAULTS["n_train"],
+    seed: Annotated[int, typer.Option(help="Seed of the data, the initialisation and the batch order.")] = 0,
+    threads: Annotated[
+        int, typer.Option(help="CPU threads for torch; 0 keeps torch's default. The networks are tiny: on a busy "
+                          "machine one thread was several times faster than two.")
+    ] = 1,
 ) -> None:
-    """Plain vs residual networks at two depths (He et al. 2015): training error and gradient norms."""
-    from medseg.errors import MedsegError
-    from medseg.experiments.degradation import run_degradation
+    """Plain against residual networks at two depths (He et al. 2015, Fig. 1 and 6).
 
-    try:
-        depth_list = [int(d) for d in depths.split(",") if d.strip()]
-    except ValueError:
-        raise MedsegError(f"--depths '{depths}': give comma-separated integers such as 20,56") from None
-    bad = [d for d in depth_list if d < 8 or (d - 2) % 6]
-    if bad or not depth_list:
-        raise MedsegError(f"--depths {depths}: CIFAR ResNets have 6n+2 layers (20, 32, 44, 56, 110); fix {bad or depths}")
+    Trains plain and residual CIFAR-style networks at each depth on a generated 10-class texture
+    task under one budget, and records per-layer gradient norms at initialisation (with and without
+    batch norm) and after training. Writes the curves, a summary, the gradient norms, and two
+    figures; see docs/experiments.md. About 3 to 5 minutes on 2 CPU cores with the defaults.
+    """
+    import torch
+
+    from medseg.errors import MedsegError
+    from medseg.experiments.degradation import parse_depths, run_degradation
+
+    depth_list = parse_depths(depths)
+    if threads < 0:
+        raise MedsegError(f"--threads {threads}: give 0 (torch's default) or a positive count")
+    if threads:
+        torch.set_num_threads(threads)
     console = Console(stderr=True)
-    result = run_degradation(out, depth_list, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             on_progress=lambda msg: console.print(msg, highlight=False))
-    table = Table(title=f"Training error after {steps} steps (mean of the last eighth)")
-    table.add_column("network")
-    table.add_column("train loss", justify="right")
-    table.add_column("train error", justify="right")
-    for name in result.final_error:
-        table.add_row(name, f"{result.final_loss[name]:.3f}", f"{100 * result.final_error[name]:.1f}%")
+    result = run_degradation(
+        out, depth_list, steps=steps, batch_size=batch_size, lr=lr, image_size=image_size, n_train=n_train,
+        seed=seed, on_progress=lambda msg: console.print(msg, highlight=False),
+    )  # fmt: skip
+    table = Table(title=f"After {steps} steps (training: mean of the last tenth; held-out: at the end)")
+    for column in ("network", "parameters", "train loss", "train error", "held-out error", "seconds"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+    for row in result.summary:
+        table.add_row(
+            str(row["network"]), f"{int(row['parameters']):,}", f"{float(row['final_train_loss']):.3f}",  # type: ignore[call-overload,arg-type]
+            f"{100 * float(row['final_train_error']):.1f}%", f"{100 * float(row['final_test_error']):.1f}%",  # type: ignore[arg-type]
+            f"{float(row['seconds']):.0f}",  # type: ignore[arg-type]
+        )  # fmt: skip
     Console().print(table)
-    typer.echo(f"wrote {out}/degradation.csv, gradient_norms.csv, degradation.png, gradient_norms.png "
-               f"in {result.seconds:.0f}s")
+    typer.echo(f"wrote {', '.join(p.name for p in result.files)} to {out} in {result.seconds:.0f}s")
