@@ -10,8 +10,8 @@ What is measured:
 - train step: forward, cross-entropy on the main output, backward, AdamW step; best of N seconds
   (other processes on a shared machine only ever add time; the median is printed too).
 - inference: eval mode under ``torch.inference_mode``; best of N seconds.
-  Both models of a pair are timed in one fresh process with their steps interleaved (ours, theirs,
-  ours, ...), so load from other processes on a shared machine drifts over both alike.
+  Both models of a pair are timed in one fresh process with their steps interleaved in ABBA order
+  (ours, theirs, theirs, ours, ...), so load from other processes drifts over both alike.
 - peak memory: in a fresh process per model and mode, the growth of the process's peak resident set
   size (``ru_maxrss``) over two steps, from just after the model, optimizer and batch are built. It
   counts everything the steps allocate (activations, gradients, AdamW state, allocator caches), not
@@ -126,17 +126,17 @@ class Runner:
 
 
 def time_pair(ours: Spec, theirs: Spec, mode: str, reps: int) -> dict[str, dict[str, float]]:
-    """Best and median step time of both models, steps interleaved (ours, theirs, ours, ...) in one
-    process so that load from other processes drifts over both alike; one warm-up step each first.
-    The best (minimum) is reported: on a shared machine other processes only ever add time."""
+    """Best and median step time of both models, steps interleaved in ABBA order in one process so
+    that load from other processes drifts over both alike; one warm-up step each first."""
     runners = {"medseg": Runner(ours, mode), "MONAI": Runner(theirs, mode)}
     times: dict[str, list[float]] = {k: [] for k in runners}
     for r in runners.values():
         r.step()
-    for _ in range(reps):
-        for key, r in runners.items():
+    order = list(runners)
+    for rep in range(reps):
+        for key in order if rep % 2 == 0 else order[::-1]:  # ABBA: neither model always goes first
             t0 = time.perf_counter()
-            r.step()
+            runners[key].step()
             times[key].append(time.perf_counter() - t0)
     return {
         key: {"seconds": min(times[key]), "median": statistics.median(times[key]), "gflops": r.gflops(),
@@ -187,9 +187,10 @@ def run(quick: bool, reps: int, threads: int) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]], reps: int, threads: int) -> str:
     """A markdown table: per pair, both models' figures and the medseg/MONAI ratios."""
     lines = [
-        f"Best of {reps} steps after one warm-up, medseg and MONAI steps interleaved in one process; fp32, "
-        f"{threads} intra-op thread(s), torch {torch.__version__}. Peak: growth of the peak RSS over two steps, "
-        "in a fresh process per model. Ratios are medseg / MONAI (below 1: medseg faster or smaller).",
+        f"Best / median of {reps} steps after one warm-up; medseg and MONAI steps interleaved (ABBA) in one "
+        f"process; fp32, {threads} intra-op thread(s), torch {torch.__version__}. GFLOP/s from the best time. "
+        "Peak: growth of the peak RSS over two steps, in a fresh process per model. Ratios are medseg / MONAI "
+        "(below 1: medseg faster or smaller), time ratios as best / median.",
         "",
         "| pair | input | model | params | train step (s) | train GFLOP/s | train peak (MiB) "
         "| inference (s) | inference GFLOP/s | inference peak (MiB) |",
@@ -199,44 +200,19 @@ def table(rows: list[dict[str, Any]], reps: int, threads: int) -> str:
         for impl in ("medseg", "MONAI"):
             t, i = r[(impl, "train")], r[(impl, "infer")]
             lines.append(
-                f"| {r['pair']} | {r['input']} | {r[(impl, 'label')]} | {t['params']:,} | {t['seconds']:.3f} "
-                f"| {t['gflops'] / t['seconds']:.1f} | {t['peak_mib']:.0f} | {i['seconds']:.3f} "
-                f"| {i['gflops'] / i['seconds']:.1f} | {i['peak_mib']:.0f} |"
+                f"| {r['pair']} | {r['input']} | {r[(impl, 'label')]} | {t['params']:,} "
+                f"| {t['seconds']:.2f} / {t['median']:.2f} | {t['gflops'] / t['seconds']:.1f} | {t['peak_mib']:.0f} "
+                f"| {i['seconds']:.2f} / {i['median']:.2f} | {i['gflops'] / i['seconds']:.1f} | {i['peak_mib']:.0f} |"
             )
-        ours, theirs = (r[("medseg", m)] for m in ("train", "infer")), (r[("MONAI", m)] for m in ("train", "infer"))
-        (ot, oi), (tt, ti) = ours, theirs
+        ot, oi, tt, ti = r[("medseg", "train")], r[("medseg", "infer")], r[("MONAI", "train")], r[("MONAI", "infer")]
         lines.append(
-            f"| {r['pair']} | | **ratio** | {ot['params'] / tt['params']:.3f} | **{ot['seconds'] / tt['seconds']:.2f}** "
-            f"| | {ot['peak_mib'] / max(tt['peak_mib'], 1):.2f} | **{oi['seconds'] / ti['seconds']:.2f}** "
+            f"| {r['pair']} | | **ratio** | {ot['params'] / tt['params']:.3f} "
+            f"| **{ot['seconds'] / tt['seconds']:.2f} / {ot['median'] / tt['median']:.2f}** "
+            f"| | {ot['peak_mib'] / max(tt['peak_mib'], 1):.2f} "
+            f"| **{oi['seconds'] / ti['seconds']:.2f} / {oi['median'] / ti['median']:.2f}** "
             f"| | {oi['peak_mib'] / max(ti['peak_mib'], 1):.2f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 2 of 128^2 (2D), 1 of 64^3 (3D), 2 reps")
-    parser.add_argument("--reps", type=int, default=None, help="timed steps per model and mode (default 5; 2 quick)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
-    parser.add_argument("--markdown", default=None, help="write the table into the '## Models' section of this markdown file")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--memory", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", default="train", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    reps = args.reps or (2 if args.quick else 5)
-    torch.set_num_threads(args.threads)
-    if args.worker:
-        ours, theirs = (Spec(**d) for d in json.loads(args.worker))
-        print(json.dumps(time_pair(ours, theirs, args.mode, reps)))
-        return
-    if args.memory:
-        print(json.dumps(peak_memory(Spec(**json.loads(args.memory)), args.mode)))
-        return
-    rows = run(args.quick, reps, args.threads)
-    text = table(rows, reps, args.threads)
-    print(text)
-    if args.markdown:
-        write_section(args.markdown, SECTION, f"{INTRO}\n{text}")
 
 
 SECTION = "## Models"
@@ -264,6 +240,32 @@ def write_section(path: str, heading: str, body: str) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new = "".join(lines[:start]) + section + "".join(lines[end:])
     atomic_write_text(path, new.rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 2 of 128^2 (2D), 1 of 64^3 (3D), 2 reps")
+    parser.add_argument("--reps", type=int, default=None, help="timed steps per model and mode (default 4; 2 quick)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
+    parser.add_argument("--markdown", default=None, help="write the table into the '## Models' section of this markdown file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="train", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    reps = args.reps or (2 if args.quick else 4)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        ours, theirs = (Spec(**d) for d in json.loads(args.worker))
+        print(json.dumps(time_pair(ours, theirs, args.mode, reps)))
+        return
+    if args.memory:
+        print(json.dumps(peak_memory(Spec(**json.loads(args.memory)), args.mode)))
+        return
+    rows = run(args.quick, reps, args.threads)
+    text = table(rows, reps, args.threads)
+    print(text)
+    if args.markdown:
+        write_section(args.markdown, SECTION, f"{INTRO}\n{text}")
 
 
 if __name__ == "__main__":
