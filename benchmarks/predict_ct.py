@@ -147,6 +147,16 @@ def write_section(path: str, heading: str, body: str) -> None:
     atomic_write_text(path, new.rstrip() + "\n")
 
 
+NOTES = """What the memory added by prediction is: loading (nibabel's int16 array and MONAI's float32 copy of
+the full volume, about 2.5 bytes per voxel more than the float32 volume itself) dominates. The sliding
+window holds the image, one logit map per class and MONAI's weight map at *network* resolution, plus
+the activations of `sw_batch_size` patches. The way back to the original grid holds only the uint8
+label map at full resolution: logits relative to the background (one channel for two classes) are
+interpolated slab by slab and the argmax taken per slab; `Spacingd` resamples in float32 (MONAI's
+default float64 doubled the resampled copy).
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300])
@@ -164,6 +174,7 @@ def main() -> None:
         return
 
     spacing = None if args.no_resample else args.spacing
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="medseg-predict-ct-") as tmp:
         folder = Path(tmp)
         image = folder / "ct.nii.gz"
@@ -179,6 +190,7 @@ def main() -> None:
             print(json.dumps(result), file=sys.stderr)
         error = bf16_logit_error(run, args.patch)
 
+    load_after = os.getloadavg()[0]
     base = rows[-1]["seconds"]
     voxels = np.prod(args.shape)
     lines = [
@@ -195,13 +207,14 @@ def main() -> None:
         f"16-32-64-128, 2 classes, patch {'×'.join(map(str, args.patch))}, overlap 0.5, Gaussian blending, "
         f"target spacing {'×'.join(map(str, spacing)) + ' mm' if spacing else 'none'}; CPU, "
         f"{rows[0]['threads']} threads, one fresh process per precision (random weights: speed and memory do not depend on them). bf16 "
-        f"autocast changes this network's logits on a patch by at most {error:.3f} of their standard deviation."
+        f"autocast changes this network's logits on a patch by at most {error:.3f} of their standard deviation. "
+        f"Load average {load_before:.1f} before and {load_after:.1f} after (other work shares the CPUs)."
     )
     table = "\n".join(lines)
     print(setup + "\n\n" + table)
     if args.markdown:
         body = f"`python benchmarks/predict_ct.py` times `Predictor.predict_file` (read, preprocess, sliding window, " \
-               f"map back, write) and reads each process's peak resident memory.\n\n{setup}\n\n{table}\n"
+               f"map back, write) and reads each process's peak resident memory.\n\n{setup}\n\n{table}\n\n{NOTES}"
         write_section(args.markdown, "## Prediction", body)
 
 
