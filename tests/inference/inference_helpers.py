@@ -1,4 +1,6 @@
-"""Run directories made without training, and images with awkward geometry, for the inference tests."""
+"""Run directories made without training, and images with awkward geometry, for the inference tests.
+
+A uniquely named module (not ``conftest``): ``from conftest import`` would find another folder's conftest."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -74,24 +75,6 @@ class ThresholdNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
-
-
-@pytest.fixture
-def threshold_model(monkeypatch: pytest.MonkeyPatch):
-    """Make the predictor build :class:`ThresholdNet` for runs whose build_args name it."""
-    import medseg.inference.export as export
-    import medseg.inference.predictor as predictor
-
-    real = predictor.build_model
-
-    def build(name: str, **kwargs: Any) -> nn.Module:
-        if name == "threshold":
-            return ThresholdNet(kwargs.get("spatial_dims", 3))
-        return real(name, **kwargs)
-
-    monkeypatch.setattr(predictor, "build_model", build)
-    monkeypatch.setattr(export, "build_model", build)
-    return ThresholdNet
 
 
 def oblique_affine(spacing=(0.7, 0.7, 5.0), origin=(-31.5, 12.25, 40.0), angles=(0.3, -0.2, 0.45)) -> np.ndarray:

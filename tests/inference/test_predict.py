@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import ellipsoid_case, make_run, oblique_affine, write_nifti
+from inference_helpers import ellipsoid_case, make_run, oblique_affine, write_nifti
 from monai.data import MetaTensor
 from monai.transforms import Invertd, KeepLargestConnectedComponent
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import ellipsoid_case, make_run, oblique_affine, write_nifti
+from inference_helpers import ellipsoid_case, make_run, oblique_affine, write_nifti
 from typer.testing import CliRunner
 
 from medseg.cli import _register, app

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_run
+from inference_helpers import make_run
 from typer.testing import CliRunner
 
 from medseg.cli import _register, app
