@@ -21,17 +21,17 @@ def test_compare_writes_table_grid_bars_and_report(tmp_path: Path) -> None:
             "--set", "data.patch_size=[32, 32]", "--set", "data.cache=none", "--set", "data.num_samples=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    rows = list(csv.DictReader((out / "comparison.csv").open(encoding="utf-8")))
     assert [r["model"] for r in rows] == ["fcn", "unet", "unet_resnet", "dual_unet_resnet"]
     for row in rows:
         assert float(row["params_m"]) > 0 and float(row["gflops"]) > 0 and row["epochs"] == "1"
         assert 0.0 <= float(row["dice"].split(" ")[0]) <= 1.0
-    md = (out / "comparison.md").read_text()
+    md = (out / "comparison.md").read_text(encoding="utf-8")
     assert "Held-out cases: 2" in md and "| dual_unet_resnet |" in md
     grid = Image.open(out / "grid.png")
     assert grid.size[0] > grid.size[1] > 200  # 4 model rows, 6 columns (Image | Mask | Prediction ×2 cases)
     Image.open(out / "dice_bars.png").verify()
-    html = (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= 2 + 4  # grid, bars, one curve per model
     assert "http://" not in html and "https://" not in html
     for model in ("fcn", "unet", "unet_resnet", "dual_unet_resnet"):

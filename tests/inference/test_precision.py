@@ -32,7 +32,7 @@ def fp32_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_run_records_the_precision_it_trained_with(fp32_run: tuple[Path, Path]) -> None:
     run, _ = fp32_run
     assert read_metadata(run / "best.safetensors")["precision"] == "fp32"
-    assert "precision fp32 (requested)" in (run / "log.txt").read_text()
+    assert "precision fp32 (requested)" in (run / "log.txt").read_text(encoding="utf-8")
 
 
 def test_bf16_prediction_agrees_with_fp32_on_999_per_mille(fp32_run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _epochs(run: Path) -> list[int]:
-    with (run / "metrics.csv").open(newline="") as handle:
+    with (run / "metrics.csv").open(newline="", encoding="utf-8") as handle:
         return [int(r["epoch"]) for r in csv.DictReader(handle)]
 
 
@@ -53,7 +53,7 @@ def test_sigkill_mid_epoch_then_resume_loses_no_epoch(tiny_nuclei: Path, tmp_pat
         assert load_file(str(run / name))
     load_config(run / "config.yaml")
     Image.open(run / "curves.png").verify()
-    assert "resume at epoch" in (run / "log.txt").read_text()
+    assert "resume at epoch" in (run / "log.txt").read_text(encoding="utf-8")
     assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp-")]
 
 

@@ -32,7 +32,7 @@ def test_each_model_trains_one_epoch_through_the_cli(model: str, tiny_nuclei: Pa
     rebuilt.load_state_dict(load_file(str(run / "best.safetensors")))  # the metadata rebuilds the exact network
     state = load_state(run / "state.pt")
     assert state["epoch"] == 1 and "optimizer" in state
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    rows = list(csv.DictReader((run / "metrics.csv").open(encoding="utf-8")))
     assert [int(r["epoch"]) for r in rows] == [1]
     assert 0.0 <= float(rows[0]["val_dice"]) <= 1.0 and float(rows[0]["train_loss"]) > 0
     assert (run.parent / "latest").resolve() == run.resolve()

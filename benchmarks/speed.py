@@ -1,0 +1,171 @@
+"""Speed of medseg's precision and memory-format choices against MONAI's default, side by side.
+
+Matched pairs, one run:
+- medseg ``unet_resnet(resnet34)`` vs MONAI ``FlexibleUNet(resnet34)``, 2D, batch 8 of 1×256×256;
+- medseg ``unet_resnet(resnet18)`` vs MONAI ``FlexibleUNet(resnet18)``, 3D, batch 2 of 1×96³ (``--3d``).
+
+For each, the train step (forward, backward, AdamW) and inference (``inference_mode``) are timed
+for MONAI's default (fp32, contiguous) and for every precision medseg offers on this machine.
+It prints best-of-N times, ratios to MONAI's default, and achieved GFLOP/s against a single conv layer's
+measured peak in the same precision. Run: ``python benchmarks/speed.py [--quick] [--3d]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from monai.networks.nets import FlexibleUNet
+from torch.utils.flop_counter import FlopCounterMode
+
+from medseg import runtime
+from medseg.models import build_model
+
+
+@dataclass
+class Setting:
+    name: str
+    precision: str
+    channels_last: bool
+
+
+def best_time(fn: Callable[[], object], reps: int, warmup: int = 2) -> float:
+    """Best of ``reps`` timed calls after ``warmup`` untimed ones.
+
+    The minimum, not the median: on a shared 2-core machine other processes only ever add time, and
+    the first calls include oneDNN's kernel selection and allocator growth.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> float:
+    counter = FlopCounterMode(display=False)
+    model.train(train)
+    with counter:
+        out = model(x)
+        if train:
+            out = out[0] if isinstance(out, tuple) else out
+            out.float().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def conv_peak(spatial_dims: int, precision: runtime.Precision, channels_last: bool, reps: int) -> float:
+    """GFLOP/s of one 3×3 conv (64→64 channels) in this precision: the attainable ceiling."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1) if spatial_dims == 2 else torch.nn.Conv3d(64, 64, 3, padding=1)
+    shape = (8, 64, 128, 128) if spatial_dims == 2 else (2, 64, 32, 32, 32)
+    x = torch.randn(shape)
+    if channels_last:
+        conv = conv.to(memory_format=runtime.memory_format(spatial_dims))
+        x = x.contiguous(memory_format=runtime.memory_format(spatial_dims))
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        with runtime.autocast(precision, cpu):
+            t = best_time(lambda: conv(x), reps)
+        fl = flops(conv, x, train=False)
+    return fl / t / 1e9
+
+
+def time_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: runtime.Precision,
+               channels_last: bool, spatial_dims: int, reps: int) -> tuple[float, float]:
+    """Median seconds of one train step (forward, backward, AdamW) and of one inference pass."""
+    cpu = torch.device("cpu")
+    if channels_last:
+        model = model.to(memory_format=runtime.memory_format(spatial_dims))
+        x = x.contiguous(memory_format=runtime.memory_format(spatial_dims))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with runtime.autocast(precision, cpu):
+            out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        torch.nn.functional.cross_entropy(out.float(), y).backward()
+        opt.step()
+
+    def infer() -> None:
+        model.eval()
+        with torch.inference_mode(), runtime.autocast(precision, cpu):
+            model(x)
+
+    return best_time(step, reps), best_time(infer, reps)
+
+
+def bench_pair(spatial_dims: int, encoder: str, batch: int, size: int, reps: int, settings: list[Setting]) -> list[dict]:
+    """MONAI's default first, then each medseg setting; ratios are against MONAI's default."""
+    cpu = torch.device("cpu")
+    shape = (batch, 1, *([size] * spatial_dims))
+    x = torch.randn(shape)
+    y = torch.randint(0, 2, (batch, *shape[2:]))
+    makers = {
+        "monai": lambda: FlexibleUNet(1, 2, backbone=encoder, pretrained=False, spatial_dims=spatial_dims),
+        "medseg": lambda: build_model("unet_resnet", spatial_dims=spatial_dims, in_channels=1, out_channels=2, encoder=encoder),
+    }
+    plan = [("monai", Setting("default", "fp32", False))] + [("medseg", s) for s in settings]
+    rows: list[dict] = []
+    baseline: dict[str, float] = {}
+    for who, s in plan:
+        torch.manual_seed(0)
+        model = makers[who]()
+        precision = runtime.resolve_precision(s.precision, cpu)
+        t_train, t_infer = time_model(model, x, y, precision, s.channels_last, spatial_dims, reps)
+        if who == "monai":
+            baseline = {"train": t_train, "infer": t_infer}
+        rows.append({
+            "model": f"{who} {s.name}", "precision": precision.name, "channels_last": s.channels_last,
+            "train_s": t_train, "infer_s": t_infer,
+            "train_speedup": baseline["train"] / t_train, "infer_speedup": baseline["infer"] / t_infer,
+            "train_gflops": flops(model, x, train=True) / t_train / 1e9,
+            "infer_gflops": flops(model, x, train=False) / t_infer / 1e9,
+            "conv_peak_gflops": conv_peak(spatial_dims, precision, s.channels_last, max(3, reps)),
+        })
+        print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def _fmt(r: dict) -> str:
+    return (f"| {r['model']:<28} | {r['train_s']:.3f} s ({r['train_speedup']:.2f}×) | {r['infer_s']:.3f} s "
+            f"({r['infer_speedup']:.2f}×) | {r['train_gflops']:.0f} / {r['infer_gflops']:.0f} | {r['conv_peak_gflops']:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller inputs and fewer repetitions (smoke run)")
+    parser.add_argument("--3d", dest="three_d", action="store_true", help="also run the 3D pair (slow on a CPU)")
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    cpu = torch.device("cpu")
+    auto = runtime.resolve_precision("auto", cpu)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; auto precision here: {auto}")
+    settings = [Setting("fp32 NCHW", "fp32", False), Setting("fp32 channels_last", "fp32", True)]
+    if auto.name == "bf16":
+        settings.append(Setting("auto (bf16) channels_last", "auto", True))
+        settings.append(Setting("auto (bf16) NCHW", "auto", False))
+    reps = 2 if args.quick else args.reps
+    header = ("| model, setting | train step (vs MONAI) | inference (vs MONAI) | achieved GFLOP/s train / infer "
+              "| conv peak GFLOP/s |\n|---|---|---|---|---|")
+    print("\n2D: unet_resnet(resnet34) vs FlexibleUNet(resnet34), batch "
+          f"{2 if args.quick else 8} of 1×{128 if args.quick else 256}²\n{header}")
+    bench_pair(2, "resnet34", 2 if args.quick else 8, 128 if args.quick else 256, reps, settings)
+    if args.three_d:
+        settings3 = [Setting("fp32 NCDHW", "fp32", False), Setting("fp32 channels_last_3d", "fp32", True)]
+        if auto.name == "bf16":
+            settings3 += [Setting("auto (bf16) NCDHW", "auto", False), Setting("auto (bf16) channels_last_3d", "auto", True)]
+        print(f"\n3D: unet_resnet(resnet18) vs FlexibleUNet(resnet18), batch {1 if args.quick else 2} of "
+              f"1×{48 if args.quick else 96}³\n{header}")
+        bench_pair(3, "resnet18", 1 if args.quick else 2, 48 if args.quick else 96, max(1, reps // 2), settings3)
+
+
+if __name__ == "__main__":
+    main()
