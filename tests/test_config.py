@@ -57,7 +57,7 @@ def test_set_parses_yaml_scalars_and_rejects_garbage() -> None:
         "train": {"lr": 1e-3, "compile": True},
         "data": {"patch_size": [64, 64]},
     }
-    with pytest.raises(MedsegError, match="section.key=value"):
+    with pytest.raises(MedsegError, match=r"section\.key=value"):
         parse_set(["train.lr"])
 
 
