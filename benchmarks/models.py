@@ -216,10 +216,20 @@ def table(rows: list[dict[str, Any]], reps: int, threads: int) -> str:
 
 
 SECTION = "## Models"
-INTRO = """medseg's models against their MONAI counterparts (`python benchmarks/models.py`; see its docstring
-for what each column measures). Pairs: `unet_resnet(resnet34)` vs `FlexibleUNet(resnet34)` (2D),
+INTRO = """medseg's models against their MONAI counterparts (`python benchmarks/models.py`; its docstring says
+what each column measures). Pairs: `unet_resnet(resnet34)` vs `FlexibleUNet(resnet34)` (2D),
 `unet_resnet(resnet18)` vs `FlexibleUNet(resnet18)` (3D), `unet` vs `BasicUNet` with the same features
 and batch norm + ReLU (2D); 1 input channel, 2 classes.
+
+Like for like: `unet_resnet`'s decoder blocks are FlexibleUNet's (1x1 pre-conv at the low resolution,
+nearest up-sampling, concatenation, two conv-BN-ReLU), so the parameter counts differ by under 1% (all of
+it the encoders' shortcuts: torchvision's 1x1 projections in medseg, MONAI's parameter-free option A) and
+the FLOPs by about 1%. `BasicUNet` keeps 64 channels in its last up-sampling (6% more FLOPs than `unet`),
+puts a bias before each batch norm, and its ReLU, configured by name, is not in place: that is where its
+extra memory goes. How to read the times: this machine has 2 cores shared with other jobs, so single
+steps swing by up to 2x; the steps of a pair are interleaved so the load hits both alike, and the ratios
+are the figures to read. With two intra-op threads on busy cores small ops wait at barriers (5-10x
+slower on test-sized tensors), so these runs use one thread.
 """
 
 
