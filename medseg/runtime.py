@@ -53,16 +53,6 @@ def cpu_bf16_reason(flags: frozenset[str] | None = None) -> str | None:
     return None
 
 
-def flush_denormals() -> bool:
-    """Treat subnormal floats as zero on x86 CPUs (process-wide); returns whether it is supported.
-
-    Early in training, Adam's second moments and small gradients fall into the subnormal range,
-    where x86 arithmetic is microcoded and 10-100× slower: the first epochs ran several times
-    slower than later ones without this. Values that small are below any precision training uses.
-    """
-    return bool(torch.set_flush_denormal(True))
-
-
 def resolve_device(spec: str = "auto") -> torch.device:
     """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a device; ``auto`` takes the GPU when there is one."""
     spec = (spec or "auto").lower()

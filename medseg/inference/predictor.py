@@ -180,7 +180,6 @@ class Predictor:
             {**cfg.inference.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         )
         self.device = runtime.resolve_device(device)
-        runtime.flush_denormals()
         self.precision = runtime.resolve_precision(precision, self.device)
         self.channels_last = runtime.resolve_channels_last(channels_last, self.spatial_dims, self.device)
         self.model = build_model(**dict(meta["build_args"]))

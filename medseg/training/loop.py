@@ -259,7 +259,6 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
 
     _seed(cfg, dist_info.rank)
-    runtime.flush_denormals()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
 
