@@ -116,7 +116,6 @@ def bench_pair(spatial_dims: int, encoder: str, batch: int, size: int, reps: int
     rows: list[dict] = []
     baseline: dict[str, float] = {}
     for who, s in plan:
-        torch.set_flush_denormal(who == "medseg")  # medseg's runtime flushes subnormals; MONAI's default does not
         torch.manual_seed(0)
         model = makers[who]()
         precision = runtime.resolve_precision(s.precision, cpu)
