@@ -43,6 +43,8 @@ from medseg.training.progress import TrainProgress, format_row
 from medseg.training.schedule import build_scheduler
 from medseg.utils import atomic_write_text, remove_stale_temporaries
 
+#: Consecutive optimizer steps with non-finite gradients tolerated before training stops with an error.
+MAX_BAD_STEPS = 20
 METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "epoch_seconds", "wall_seconds"]
 
 
@@ -360,7 +362,7 @@ def train(
             net.train()
             batches = _infinite(loader, sampler, epoch)
             progress.start_epoch(epoch, steps)
-            loss_sum = 0.0
+            loss_sum, skipped, bad_steps = 0.0, 0, 0
             for _ in range(steps):
                 batch = next(batches)
                 x = runtime.prepare_batch(batch["image"], device, spatial_dims, channels_last)
@@ -370,20 +372,27 @@ def train(
                     outputs = net(x)
                 loss = loss_fn(outputs, y)
                 scaler.scale(loss).backward()
-                if cfg.train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                scaler.unscale_(optimizer)
+                grad_norm = nn.utils.clip_grad_norm_(params, cfg.train.grad_clip or float("inf"))
+                if precision.grad_scaler or torch.isfinite(grad_norm):
+                    scaler.step(optimizer)  # fp16: the GradScaler itself skips non-finite steps
+                    scaler.update()
+                    bad_steps = 0
+                else:  # bf16 overflow in a gradient: skip this step, as AMP's GradScaler does for fp16
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    bad_steps += 1
                 scheduler.step()
                 loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
+                if bad_steps > MAX_BAD_STEPS or not math.isfinite(loss_value):
                     raise MedsegError(
-                        f"train loss became {loss_value} at epoch {epoch}; lower train.lr (now {cfg.train.lr}) "
-                        "or use --precision fp32"
+                        f"train loss {loss_value:.4g} with non-finite gradients in {bad_steps} steps in a row at "
+                        f"epoch {epoch}; lower train.lr (now {cfg.train.lr}) or use --precision fp32"
                     )
                 loss_sum += loss_value
                 progress.step(loss_value, scheduler.get_last_lr()[0])
+            if skipped:
+                files.log(f"epoch {epoch}: skipped {skipped} of {steps} steps with non-finite gradients")
             distributed.sync_buffers(model, dist_info)
             train_loss = float(distributed.all_reduce_sum(torch.tensor([loss_sum / steps]), dist_info)) / dist_info.world_size
 
