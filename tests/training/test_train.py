@@ -52,3 +52,27 @@ def test_state_file_holds_only_safe_types(tiny_nuclei: Path, tmp_path: Path) -> 
     assert runner.invoke(app, tiny_args("unet", tiny_nuclei, run)).exit_code == 0
     state = torch.load(run / "state.pt", weights_only=True)  # raises if anything unsafe was pickled
     assert set(state) >= {"epoch", "optimizer", "scheduler", "scaler", "rng", "best_dice"}
+
+
+def test_step_with_non_finite_gradients_is_skipped_not_applied(
+    tiny_nuclei: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def first_step_overflows(params, max_norm, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        params = list(params)
+        if calls["n"] == 1:
+            for p in params:
+                if p.grad is not None:
+                    p.grad.fill_(float("inf"))
+        return original(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", first_step_overflows)
+    run = tmp_path / "run"
+    result = runner.invoke(app, tiny_args("unet", tiny_nuclei, run))
+    assert result.exit_code == 0, result.output
+    assert "epoch 1: skipped 1 of" in (run / "log.txt").read_text(encoding="utf-8")
+    weights = load_file(str(run / "last.safetensors"))
+    assert all(torch.isfinite(t.float()).all() for t in weights.values())  # the inf step never reached the weights
