@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from markdown_section import write_section
 from torch.utils.flop_counter import FlopCounterMode
 
 UNET_FEATURES = (32, 64, 128, 256, 512)
@@ -231,25 +232,6 @@ steps swing by up to 2x; the steps of a pair are interleaved so the load hits bo
 are the figures to read. With two intra-op threads on busy cores small ops wait at barriers (5-10x
 slower on test-sized tensors), so these runs use one thread.
 """
-
-
-def write_section(path: str, heading: str, body: str) -> None:
-    """Replace the ``heading`` section of the markdown file ``path`` (up to the next ``## ``), or append
-    it; other sections are left as they are. Written atomically."""
-    from pathlib import Path
-
-    from medseg.utils import atomic_write_text
-
-    old = Path(path).read_text(encoding="utf-8") if Path(path).exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
-    section = f"{heading}\n\n{body.rstrip()}\n\n"
-    if start is None:
-        new = old.rstrip() + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + section + "".join(lines[end:])
-    atomic_write_text(path, new.rstrip() + "\n")
 
 
 def main() -> None:

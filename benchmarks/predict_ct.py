@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from markdown_section import write_section
 
 ENCODER = {"encoder": "resnet18", "encoder_options": {"widths": [16, 32, 64, 128]},
            "decoder_channels": [64, 32, 16, 16, 8]}
@@ -129,22 +130,6 @@ def bf16_logit_error(run: Path, patch: list[int]) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             approx = model(x).float()
     return float((approx - exact).abs().max() / exact.std())
-
-
-def write_section(path: str, heading: str, body: str) -> None:
-    """Replace the ``heading`` section of the markdown file ``path`` (up to the next ``## ``) or append it."""
-    from medseg.utils import atomic_write_text
-
-    old = Path(path).read_text(encoding="utf-8") if Path(path).exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
-    section = f"{heading}\n\n{body.rstrip()}\n\n"
-    if start is None:
-        new = old.rstrip() + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + section + "".join(lines[end:])
-    atomic_write_text(path, new.rstrip() + "\n")
 
 
 NOTES = """What the memory added by prediction is: loading (nibabel's int16 array and MONAI's float32 copy of
