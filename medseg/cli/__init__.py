@@ -27,11 +27,7 @@ def _register() -> None:
     import importlib
 
     for name in ("models", "data", "train", "predict", "evaluate", "compare", "experiment", "export", "demo"):
-        try:
-            importlib.import_module(f"medseg.cli.{name}")
-        except ModuleNotFoundError as err:  # a verb module not written yet
-            if err.name != f"medseg.cli.{name}":
-                raise
+        importlib.import_module(f"medseg.cli.{name}")
 
 
 def main(argv: list[str] | None = None) -> None:

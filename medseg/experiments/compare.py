@@ -27,7 +27,6 @@ from medseg.evaluation.figures import mid_slice, plot_bars, plot_grid
 from medseg.evaluation.report import html_table, markdown_table, write_report
 from medseg.inference import Predictor
 from medseg.inference.predictor import output_path
-from medseg.models import build_model
 from medseg.models.summary import count_parameters, forward_gflops
 from medseg.training import TrainResult, resolve_data, train
 from medseg.training.checkpoint import load_state
@@ -113,10 +112,10 @@ def compare(
         infer_seconds = float(np.median(times))  # the median hides the first call's one-off set-up
         gt_dir = _gt_folder(setup.val_cases, out / "ground_truth")
         evaluation = evaluate(pred_dir, gt_dir, out / "evaluation" / name, labels=labels)
-        model = build_model(**_build_args(run_dir))
         ref = [1, setup.info.num_channels, *cfg.data.patch_size]
         outcomes.append(ModelOutcome(
-            name, run_dir, pred_dir, evaluation.summary, count_parameters(model), forward_gflops(model, ref),
+            name, run_dir, pred_dir, evaluation.summary, count_parameters(predictor.model),
+            forward_gflops(predictor.model, ref),
             result[0], result[1], infer_seconds,
         ))
     files = _write_outputs(out, outcomes, setup, labels, configs, first)
@@ -128,12 +127,6 @@ def _pm(mean: float, std: float, digits: int) -> str:
     if not np.isfinite(mean):
         return "n/a"
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else f"{mean:.{digits}f}"
-
-
-def _build_args(run_dir: Path) -> dict[str, Any]:
-    from medseg.training.checkpoint import read_metadata
-
-    return dict(read_metadata(run_dir / "best.safetensors")["build_args"])
 
 
 def _train_or_reuse(cfg: ExperimentConfig, run_dir: Path, reuse: bool, quiet: bool) -> tuple[float, int]:

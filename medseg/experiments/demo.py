@@ -4,7 +4,7 @@
 2. train ``dual_unet_resnet`` and the three other models briefly, under one wall-clock budget each;
 3. compare them on the held-out cases;
 4. predict one unseen scan to a file;
-5. evaluate a held-out prediction with ``medseg evaluate``'s API;
+5. evaluate the held-out predictions with ``medseg evaluate``'s API (done inside compare);
 6. write the report (``report.html``) with all of it.
 """
 
@@ -15,9 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.config import resolve_config
 from medseg.data import datasets, synthetic
-from medseg.evaluation import evaluate
 from medseg.experiments.compare import DEFAULT_MODELS, Comparison, compare
 from medseg.inference import Predictor
 from medseg.inference.predictor import output_path
@@ -67,11 +65,8 @@ def run_demo(
     say(f"4/6 predicting unseen scan {unseen.name} with {main_model}")
     prediction = predictor.predict_file(unseen, output_path(unseen, out / "predict", True))
 
-    say("5/6 evaluating the held-out predictions of " + main_model)
-    cfg = resolve_config(model=main_model, overrides=overrides)
-    labels = {int(k): v for k, v in info.labels.items()}
-    eval_dir = out / "evaluate"
-    evaluate(comparison.outcomes[list(models).index(main_model)].pred_dir, out / "ground_truth", eval_dir,
-             labels=labels)
-    say(f"6/6 report: {comparison.files['html']} (seed {cfg.train.seed})")
+    # compare already ran medseg evaluate's API on the held-out predictions of every model
+    eval_dir = out / "evaluation" / main_model
+    say(f"5/6 evaluation of {main_model}'s held-out predictions: {eval_dir / 'summary.json'}")
+    say(f"6/6 report: {comparison.files['html']}")
     return DemoResult(comparison, prediction, eval_dir, comparison.files["html"], time.perf_counter() - t0)

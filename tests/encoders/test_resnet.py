@@ -23,15 +23,6 @@ from medseg.encoders.resnet import DropPath
 from medseg.errors import MedsegError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast and does not fight the other tests for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

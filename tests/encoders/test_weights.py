@@ -12,15 +12,6 @@ from medseg.encoders.weights import adapt_input_channels, inflate_2d_to_3d
 from medseg.errors import MedsegError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast and does not fight the other tests for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize_norms(model: nn.Module, seed: int = 0) -> None:
     """Non-trivial batch-norm statistics and affine weights, so eval-mode comparisons mean something."""
     g = torch.Generator().manual_seed(seed)

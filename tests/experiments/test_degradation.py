@@ -35,13 +35,8 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("degradation")
     messages: list[str] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: one thread is several times faster on a shared machine
-    try:
-        result = run_degradation(out, depths=(8, 14), steps=6, batch_size=8, lr=0.05, n_train=64, n_test=16,
-                                 image_size=8, log_points=3, seed=1, on_progress=messages.append)  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
+    result = run_degradation(out, depths=(8, 14), steps=6, batch_size=8, lr=0.05, n_train=64, n_test=16,
+                             image_size=8, log_points=3, seed=1, on_progress=messages.append)  # fmt: skip
     return out, result, messages
 
 

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from medseg.models import build_model
 from medseg.models.dual_unet import _nearest_map, foreground_probability
 from medseg.models.summary import count_parameters
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a shared, busy CPU two threads mostly wait for each
-    other at every op's barrier (5-10x slower here); restored afterwards for the rest of the suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SMALL = {
     "encoder": "resnet18", "encoder_options": {"widths": [8, 8, 16, 16]},

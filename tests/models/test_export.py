@@ -8,17 +8,6 @@ from test_models import SMALL  # tests/models is on sys.path (pytest rootdir-rel
 
 from medseg.models import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a shared, busy CPU two threads mostly wait for each
-    other at every op's barrier (5-10x slower here); restored afterwards for the rest of the suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning")
 
 

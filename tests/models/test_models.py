@@ -18,17 +18,6 @@ from medseg.errors import MedsegError
 from medseg.models import build_model, list_models, model_description, model_options
 from medseg.models.blocks import ASPP, SqueezeExcite, UpSample, crop_to, pad_to_multiple
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a shared, busy CPU two threads mostly wait for each
-    other at every op's barrier (5-10x slower here); restored afterwards for the rest of the suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 #: A small ResNet for the encoder-based models (same code path as resnet34). No layer is narrower than
 #: 8 channels: below that PyTorch falls back to its slow reference convolutions, which cost more time.
 SMALL_ENCODER = {"encoder": "resnet18", "encoder_options": {"widths": [8, 8, 16, 16]}}
