@@ -180,6 +180,11 @@ class BasicBlock(nn.Module):
         """(last conv, last norm) of the branch, for ``zero_init_residual``."""
         return self.conv2, self.bn2
 
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        """(conv, norm) attribute names where the norm takes the conv's output and nothing else does
+        (what :func:`medseg.models.fold_batch_norms` may fold for inference)."""
+        return [("conv1", "bn1"), ("conv2", "bn2")]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch(x)
         if self.residual:
@@ -217,6 +222,9 @@ class Bottleneck(BasicBlock):
     def last_layers(self) -> tuple[nn.Module, nn.Module]:
         return self.conv3, self.bn3
 
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        return [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")]
+
 
 class PreActBasicBlock(nn.Module):
     """Pre-activation unit (He et al. 2016): norm-ReLU-conv3x3-norm-ReLU-conv3x3, plus the shortcut.
@@ -248,6 +256,10 @@ class PreActBasicBlock(nn.Module):
 
     def last_layers(self) -> tuple[nn.Module, nn.Module | None]:
         return self.conv2, None
+
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        """Only conv1 → bn2: bn1 normalises the block's input, and conv2's output joins the sum."""
+        return [("conv1", "bn2")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
@@ -289,6 +301,9 @@ class PreActBottleneck(PreActBasicBlock):
 
     def last_layers(self) -> tuple[nn.Module, nn.Module | None]:
         return self.conv3, None
+
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        return [("conv1", "bn2"), ("conv2", "bn3")]
 
 
 #: ``block=`` choices: (post-activation class, pre-activation class).
@@ -451,6 +466,10 @@ class ResNetEncoder(EncoderBase):
                     last_conv, last_norm = m.last_layers()
                     target = last_norm if isinstance(getattr(last_norm, "weight", None), torch.Tensor) else last_conv
                     nn.init.zeros_(target.weight)
+
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        """The stem's conv and norm (see :meth:`BasicBlock.conv_norm_pairs`)."""
+        return [("conv1", "bn1")]
 
     def stages(self) -> list[nn.Module]:
         """``[layer1, ..., layerN]``."""

@@ -27,7 +27,7 @@ from medseg.evaluation.figures import mid_slice, plot_bars, plot_grid
 from medseg.evaluation.report import html_table, markdown_table, write_report
 from medseg.inference import Predictor
 from medseg.inference.predictor import output_path
-from medseg.models.summary import count_parameters, forward_gflops
+from medseg.models.summary import forward_gflops
 from medseg.training import TrainResult, resolve_data, train
 from medseg.training.checkpoint import load_state
 from medseg.utils import atomic_write_text
@@ -114,7 +114,7 @@ def compare(
         evaluation = evaluate(pred_dir, gt_dir, out / "evaluation" / name, labels=labels)
         ref = [1, setup.info.num_channels, *cfg.data.patch_size]
         outcomes.append(ModelOutcome(
-            name, run_dir, pred_dir, evaluation.summary, count_parameters(predictor.model),
+            name, run_dir, pred_dir, evaluation.summary, predictor.num_parameters,
             forward_gflops(predictor.model, ref),
             result[0], result[1], infer_seconds,
         ))

@@ -36,7 +36,8 @@ from medseg import runtime
 from medseg.config import InferenceConfig, load_config
 from medseg.data import io, transforms
 from medseg.errors import MedsegError
-from medseg.models import build_model
+from medseg.models import build_model, fold_batch_norms
+from medseg.models.summary import count_parameters
 from medseg.training.checkpoint import load_weights, read_metadata
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -185,6 +186,8 @@ class Predictor:
         self.model = build_model(**dict(meta["build_args"]))
         load_weights(weights, self.model)
         self.model.eval()
+        self.num_parameters = count_parameters(self.model)  # as trained, before folding
+        fold_batch_norms(self.model)  # inference only: one pass fewer over every activation map
         self.model = runtime.prepare_module(self.model, self.device, self.spatial_dims, self.channels_last)
         self.transform = transforms.build_transforms(
             "infer", preset=self.preprocess["preset"], spatial_dims=self.spatial_dims, patch_size=self.patch_size,
