@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from monai.data import ImageReader, NibabelReader, PILReader
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys
@@ -296,8 +297,25 @@ class MedsegReader(ImageReader):
         return _Tagged(reader, img)
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """Delegate to the reader that read ``img``."""
-        return img.reader.get_data(img.img)
+        """Delegate to the reader that read ``img``; the array comes back C-ordered (see :func:`_c_order`)."""
+        array, meta = img.reader.get_data(img.img)
+        return _c_order(array), meta
+
+
+def _c_order(array: np.ndarray) -> np.ndarray:
+    """A C-ordered copy of a Fortran-ordered array (NIfTI stores x fastest), made in the file's dtype.
+
+    MONAI makes one anyway, after casting to float32, with NumPy on one core: 1.9 s for a 512×512×300
+    CT here. Copying the int16 data first, with torch on every core, takes a quarter of that.
+    """
+    if array.flags.c_contiguous or array.ndim < 2:
+        return array
+    if not array.flags.writeable:  # torch warns on read-only arrays (PIL's); those are small 2D images
+        return np.ascontiguousarray(array)
+    try:
+        return torch.from_numpy(array).contiguous().numpy()
+    except (TypeError, ValueError):  # a dtype or byte order torch lacks
+        return np.ascontiguousarray(array)
 
 
 def load_transform(keys: str | Sequence[str], **kwargs: Any) -> LoadImaged:
