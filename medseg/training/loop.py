@@ -241,8 +241,10 @@ def train(
     With ``resume`` and no ``cfg``, the run's own ``config.yaml`` is used; pass a config (for example
     the saved one with more epochs, see :func:`resume_config`) to extend a run.
     """
-    if cfg is None and resume is None:
-        raise ValueError("train() needs a config or a run directory to resume")
+    if cfg is None:
+        if resume is None:
+            raise ValueError("train() needs a config or a run directory to resume")
+        cfg = resume_config(Path(resume))
     console = console or Console(stderr=False)
     device = runtime.resolve_device(cfg.train.device)
     dist_info = distributed.init_distributed(device.type)
@@ -254,7 +256,6 @@ def train(
     start_epoch, state = 1, None
     if resume is not None:
         run_dir = Path(resume)
-        cfg = cfg or resume_config(run_dir)
         state = checkpoint.load_state(run_dir / "state.pt")
         remove_stale_temporaries(run_dir)  # what a write interrupted by the crash left behind
         start_epoch = int(state["epoch"]) + 1

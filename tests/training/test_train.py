@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from medseg.cli import _register, app
 from medseg.models import build_model
+from medseg.training import train
 from medseg.training.checkpoint import load_state, read_metadata
 from tests.training.conftest import tiny_args
 
@@ -52,6 +53,12 @@ def test_state_file_holds_only_safe_types(tiny_nuclei: Path, tmp_path: Path) -> 
     assert runner.invoke(app, tiny_args("unet", tiny_nuclei, run)).exit_code == 0
     state = torch.load(run / "state.pt", weights_only=True)  # raises if anything unsafe was pickled
     assert set(state) >= {"epoch", "optimizer", "scheduler", "scaler", "rng", "best_dice"}
+
+    # the same run, resumed through the Python API with no config: its own config.yaml is used
+    config = run / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("epochs: 1\n", "epochs: 2\n"), encoding="utf-8")
+    result = train(None, resume=run, quiet=True)
+    assert result.epochs_done == 2 and result.run_dir == run
 
 
 def test_step_with_non_finite_gradients_is_skipped_not_applied(
