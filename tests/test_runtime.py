@@ -55,8 +55,47 @@ def test_autocast_runs_bf16_matmul_and_fp32_is_untouched(monkeypatch: pytest.Mon
 def test_channels_last_choice_and_batch_format() -> None:
     cpu = torch.device("cpu")
     assert runtime.resolve_channels_last("auto", 2, cpu) is True
+    assert runtime.resolve_channels_last("auto", 3, cpu) is True  # measured faster in 3D too
     assert runtime.resolve_channels_last(False, 2, cpu) is False
     x = runtime.prepare_batch(torch.randn(2, 3, 8, 8), cpu, 2, True)
     assert x.is_contiguous(memory_format=torch.channels_last)
     v = runtime.prepare_batch(torch.randn(1, 2, 4, 4, 4), cpu, 3, True)
     assert v.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+_MMAP_PROBE = """
+import ctypes, torch
+from medseg import runtime
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+def mmapped():  # is a new 64 MiB tensor served by its own mmap?
+    x = torch.empty(64 * 2**20, dtype=torch.uint8)
+    return libc.mallinfo2().hblkhd >= 64 * 2**20
+states = [mmapped()]
+with runtime.network_allocator(torch.device("cpu")):
+    states.append(mmapped())
+states.append(mmapped())
+print(runtime.tune_cpu_allocator())
+states.append(mmapped())
+print(states)
+"""
+
+
+@pytest.mark.skipif(runtime.platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
+@pytest.mark.parametrize("setting, note, states", [
+    ("1", "allocator keeps freed memory", "[True, False, True, False]"),
+    ("0", "allocator default (MEDSEG_MALLOC_TUNING=0)", "[True, True, True, True]"),
+])
+def test_cpu_allocator_tuning_keeps_large_blocks_off_mmap(setting: str, note: str, states: str) -> None:
+    """Tuned (inside ``network_allocator``, or for good), a 64 MiB tensor comes from the reusable heap,
+    not a fresh mmap; leaving the block restores glibc's default; MEDSEG_MALLOC_TUNING=0 opts out."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MEDSEG_MALLOC_TUNING": setting}
+    out = subprocess.run([sys.executable, "-c", _MMAP_PROBE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == [note, states]

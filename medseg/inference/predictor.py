@@ -198,7 +198,8 @@ class Predictor:
 
     def describe(self) -> str:
         """One line: which run, on what hardware."""
-        return f"run {self.run_dir}; {runtime.describe(self.device, self.precision, self.channels_last)}"
+        allocator = runtime.allocator_plan("while the network runs")
+        return f"run {self.run_dir}; {runtime.describe(self.device, self.precision, self.channels_last, allocator)}"
 
     # -- network -----------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,6 +224,15 @@ class Predictor:
             axes = range(2, 2 + self.spatial_dims)
             flips = [c for r in range(self.spatial_dims + 1) for c in itertools.combinations(axes, r)]
         total: torch.Tensor | None = None
+        with runtime.network_allocator(self.device):
+            total = self._blend(x, stitch, flips)
+        if len(flips) > 1:
+            total.div_(len(flips))
+        return total[0].cpu()
+
+    def _blend(self, x: torch.Tensor, stitch: torch.device, flips: list[tuple[int, ...]]) -> torch.Tensor:
+        """Sum of the sliding-window logits over ``flips``."""
+        total: torch.Tensor | None = None
         for dims in flips:
             out = torch.as_tensor(sliding_window_inference(
                 torch.flip(x, dims) if dims else x, roi_size=self.patch_size,
@@ -237,9 +247,7 @@ class Predictor:
                 total.add_(out)
             del out
         assert total is not None
-        if len(flips) > 1:
-            total.div_(len(flips))
-        return total[0].cpu()
+        return total
 
     # -- one input ---------------------------------------------------------------------------------
     def predict(

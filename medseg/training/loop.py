@@ -247,6 +247,7 @@ def train(
         cfg = resume_config(Path(resume))
     console = console or Console(stderr=False)
     device = runtime.resolve_device(cfg.train.device)
+    runtime.prepare_host(device)
     dist_info = distributed.init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
