@@ -90,11 +90,24 @@ def child(run: str, image: str, precision: str, out: str) -> None:
 
     predictor = Predictor(run, device="cpu", precision=precision)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    marks: list[float] = []
+
+    def timed(method):  # record when the network and the mapping back start and end
+        def wrapper(*args, **kwargs):
+            marks.append(time.perf_counter())
+            result = method(*args, **kwargs)
+            marks.append(time.perf_counter())
+            return result
+        return wrapper
+
+    predictor.logits = timed(predictor.logits)
+    predictor._to_original = timed(predictor._to_original)
     start = time.perf_counter()
     predictor.predict_file(Path(image), Path(out))
-    seconds = time.perf_counter() - start
-    print(json.dumps({"precision": str(predictor.precision), "seconds": seconds, "rss_before_kib": before,
-                      "threads": __import__("torch").get_num_threads()}))
+    end = time.perf_counter()
+    stages = {"read": marks[0] - start, "network": marks[1] - marks[0], "back": marks[3] - marks[2], "write": end - marks[3]}
+    print(json.dumps({"precision": str(predictor.precision), "seconds": end - start, "rss_before_kib": before,
+                      "threads": __import__("torch").get_num_threads(), "stages": stages}))
 
 
 def measure(run: Path, image: Path, precision: str, out: Path) -> dict:
@@ -132,13 +145,25 @@ def bf16_logit_error(run: Path, patch: list[int]) -> float:
     return float((approx - exact).abs().max() / exact.std())
 
 
-NOTES = """What the memory added by prediction is: loading (nibabel's int16 array and MONAI's float32 copy of
-the full volume, about 2.5 bytes per voxel more than the float32 volume itself) dominates. The sliding
-window holds the image, one logit map per class and MONAI's weight map at *network* resolution, plus
-the activations of `sw_batch_size` patches. The way back to the original grid holds only the uint8
-label map at full resolution: logits relative to the background (one channel for two classes) are
-interpolated slab by slab and the argmax taken per slab; `Spacingd` resamples in float32 (MONAI's
-default float64 doubled the resampled copy).
+NOTES = """Why `auto` is not 2× faster than fp32 here: only the network part gets faster with bf16, and it
+cannot get 2× faster on this CPU. AVX512-BF16 doubles the multiply-adds per instruction, and the
+measured ceiling, one 3×3×3 conv layer in channels_last_3d, is 1.8-2.0× fp32's (`benchmarks/speed.py
+--3d`: 429-466 against 235-239 GFLOP/s); the network part of prediction gets 1.6-1.75× faster. Reading the gzipped
+NIfTI, reordering and resampling it, mapping back and writing (about 3.5 s) take the same time in
+both precisions. On a CPU with AMX, or on a GPU, the bf16 ceiling is several times fp32's.
+
+What prediction does to be fast on a CPU: channels_last_3d (measured faster in both precisions),
+batch norms folded into the convs, glibc's allocator kept from unmapping freed activations while the
+network runs (then restored, so the peak stays that of loading), and the NIfTI data reordered to
+C order in its own dtype before MONAI casts it. Before these (the previous version of this table),
+the same benchmark took 12.6-12.8 s in bf16 and 19.0-21.0 s in fp32, with peaks of 1068 and 1189 MiB.
+
+What the memory added by prediction is: loading (nibabel's int16 array, its C-ordered copy and MONAI's
+float32 volume) dominates. The sliding window holds the image, one logit map per class and MONAI's
+weight map at *network* resolution, plus the activations of `sw_batch_size` patches. The way back to
+the original grid holds only the uint8 label map at full resolution: logits relative to the
+background (one channel for two classes) are interpolated slab by slab and the argmax taken per slab;
+`Spacingd` resamples in float32 (MONAI's default float64 doubled the resampled copy).
 """
 
 
@@ -179,12 +204,14 @@ def main() -> None:
     base = rows[-1]["seconds"]
     voxels = np.prod(args.shape)
     lines = [
-        "| precision | wall time (s) | speed-up vs last row | peak RSS (MiB) | RSS before predict (MiB) | added by predict (MiB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| precision | wall time (s) | speed-up vs last row | read + preprocess / network / map back / write (s) "
+        "| peak RSS (MiB) | RSS before predict (MiB) | added by predict (MiB) |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         peak, before = r["peak_rss_kib"] / 1024, r["rss_before_kib"] / 1024
-        lines.append(f"| {r['precision']} | {r['seconds']:.1f} | {base / r['seconds']:.2f}× | {peak:.0f} | "
+        stages = " / ".join(f"{r['stages'][k]:.1f}" for k in ("read", "network", "back", "write"))
+        lines.append(f"| {r['precision']} | {r['seconds']:.1f} | {base / r['seconds']:.2f}× | {stages} | {peak:.0f} | "
                      f"{before:.0f} | {peak - before:.0f} |")
     setup = (
         f"Synthetic CT {'×'.join(map(str, args.shape))} int16 ({voxels / 1e6:.1f} M voxels, "

@@ -4,15 +4,22 @@ Matched pairs, one run:
 - medseg ``unet_resnet(resnet34)`` vs MONAI ``FlexibleUNet(resnet34)``, 2D, batch 8 of 1×256×256;
 - medseg ``unet_resnet(resnet18)`` vs MONAI ``FlexibleUNet(resnet18)``, 3D, batch 2 of 1×96³ (``--3d``).
 
-For each, the train step (forward, backward, AdamW) and inference (``inference_mode``) are timed
-for MONAI's default (fp32, contiguous) and for every precision medseg offers on this machine.
-It prints best-of-N times, ratios to MONAI's default, and achieved GFLOP/s against a single conv layer's
-measured peak in the same precision. Run: ``python benchmarks/speed.py [--quick] [--3d]``.
+For each, the train step (forward, fp32 cross-entropy, backward, AdamW) and inference
+(``inference_mode``) are timed for MONAI's default (fp32, contiguous, the C library's default
+allocator), then ``medseg.runtime.tune_cpu_allocator`` is applied, as ``medseg train`` and
+``medseg predict`` do on a CPU, and MONAI's default is timed again (so the table separates what the
+allocator gives from what medseg's settings give), then every precision and memory format medseg
+offers on this machine; medseg's inference runs with its batch norms folded into the convs, as
+``medseg predict`` runs it. It prints median (and best) times, ratios to MONAI's default, achieved GFLOP/s against
+a single conv layer's measured peak in the same precision, and how often each setting's inference argmax
+agrees with fp32's on the same weights. Run: ``python benchmarks/speed.py [--quick] [--3d]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +29,7 @@ from monai.networks.nets import FlexibleUNet
 from torch.utils.flop_counter import FlopCounterMode
 
 from medseg import runtime
-from medseg.models import build_model
+from medseg.models import build_model, fold_batch_norms
 
 
 @dataclass
@@ -32,12 +39,16 @@ class Setting:
     channels_last: bool
 
 
-def best_time(fn: Callable[[], object], reps: int, warmup: int = 2) -> float:
-    """Best of ``reps`` timed calls after ``warmup`` untimed ones.
+@dataclass
+class Timing:
+    median: float
+    best: float
 
-    The minimum, not the median: on a shared 2-core machine other processes only ever add time, and
-    the first calls include oneDNN's kernel selection and allocator growth.
-    """
+
+def time_calls(fn: Callable[[], object], reps: int, warmup: int = 2) -> Timing:
+    """Median and best of ``reps`` timed calls after ``warmup`` untimed ones (the first calls include
+    oneDNN's kernel selection and allocator growth). Ratios use the median; the best shows how far
+    other processes on a shared machine pushed it."""
     for _ in range(warmup):
         fn()
     times = []
@@ -45,7 +56,7 @@ def best_time(fn: Callable[[], object], reps: int, warmup: int = 2) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return Timing(statistics.median(times), min(times))
 
 
 def flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> float:
@@ -71,14 +82,15 @@ def conv_peak(spatial_dims: int, precision: runtime.Precision, channels_last: bo
     cpu = torch.device("cpu")
     with torch.inference_mode():
         with runtime.autocast(precision, cpu):
-            t = best_time(lambda: conv(x), reps)
+            t = time_calls(lambda: conv(x), reps).best
         fl = flops(conv, x, train=False)
     return fl / t / 1e9
 
 
 def time_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: runtime.Precision,
-               channels_last: bool, spatial_dims: int, reps: int) -> tuple[float, float]:
-    """Median seconds of one train step (forward, backward, AdamW) and of one inference pass."""
+               channels_last: bool, spatial_dims: int, reps: int, fold: bool) -> tuple[Timing, Timing]:
+    """Timings of one train step (forward, backward, AdamW) and of one inference pass
+    (with ``fold``: of a copy whose batch norms are folded into the convs)."""
     cpu = torch.device("cpu")
     if channels_last:
         model = model.to(memory_format=runtime.memory_format(spatial_dims))
@@ -94,49 +106,81 @@ def time_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precisi
         torch.nn.functional.cross_entropy(out.float(), y).backward()
         opt.step()
 
-    def infer() -> None:
-        model.eval()
-        with torch.inference_mode(), runtime.autocast(precision, cpu):
-            model(x)
+    t_train = time_calls(step, reps)
+    infer_model = model.eval()
+    if fold:  # as medseg's Predictor runs it
+        infer_model = copy.deepcopy(model)
+        fold_batch_norms(infer_model)
+        if channels_last:
+            infer_model = infer_model.to(memory_format=runtime.memory_format(spatial_dims))
 
-    return best_time(step, reps), best_time(infer, reps)
+    def infer() -> None:
+        with torch.inference_mode(), runtime.autocast(precision, cpu):
+            infer_model(x)
+
+    return t_train, time_calls(infer, 3 * reps)  # a pass is short: more of them for a stable median
 
 
 def bench_pair(spatial_dims: int, encoder: str, batch: int, size: int, reps: int, settings: list[Setting]) -> list[dict]:
-    """MONAI's default first, then each medseg setting; ratios are against MONAI's default."""
+    """MONAI's default first (untuned, then with medseg's allocator setting), then each medseg setting."""
     cpu = torch.device("cpu")
     shape = (batch, 1, *([size] * spatial_dims))
     x = torch.randn(shape)
     y = torch.randint(0, 2, (batch, *shape[2:]))
     makers = {
-        "monai": lambda: FlexibleUNet(1, 2, backbone=encoder, pretrained=False, spatial_dims=spatial_dims),
+        "MONAI": lambda: FlexibleUNet(1, 2, backbone=encoder, pretrained=False, spatial_dims=spatial_dims),
         "medseg": lambda: build_model("unet_resnet", spatial_dims=spatial_dims, in_channels=1, out_channels=2, encoder=encoder),
     }
-    plan = [("monai", Setting("default", "fp32", False))] + [("medseg", s) for s in settings]
+    default = Setting("default", "fp32", False)
+    plan = [("MONAI", default, False), ("MONAI", default, True)] + [("medseg", s, True) for s in settings]
     rows: list[dict] = []
-    baseline: dict[str, float] = {}
-    for who, s in plan:
+    baseline: dict[str, float] = {}  # MONAI's default medians
+    reference: dict[str, torch.Tensor] = {}
+    for who, s, tuned in plan:
+        if tuned:
+            runtime.tune_cpu_allocator()  # process-wide from here on, as in medseg train/predict
         torch.manual_seed(0)
         model = makers[who]()
         precision = runtime.resolve_precision(s.precision, cpu)
-        t_train, t_infer = time_model(model, x, y, precision, s.channels_last, spatial_dims, reps)
-        if who == "monai":
-            baseline = {"train": t_train, "infer": t_infer}
+        t_train, t_infer = time_model(model, x, y, precision, s.channels_last, spatial_dims, reps, fold=who == "medseg")
+        if not baseline:
+            baseline = {"train": t_train.median, "infer": t_infer.median}
+        labels = predict_labels(makers[who], x, precision, s.channels_last, spatial_dims, fold=who == "medseg")
+        reference.setdefault(who, labels)  # each model's first row is fp32
         rows.append({
-            "model": f"{who} {s.name}", "precision": precision.name, "channels_last": s.channels_last,
-            "train_s": t_train, "infer_s": t_infer,
-            "train_speedup": baseline["train"] / t_train, "infer_speedup": baseline["infer"] / t_infer,
-            "train_gflops": flops(model, x, train=True) / t_train / 1e9,
-            "infer_gflops": flops(model, x, train=False) / t_infer / 1e9,
+            "model": f"{who} {s.name}" + (" + allocator" if who == "MONAI" and tuned else ""),
+            "precision": precision.name, "channels_last": s.channels_last,
+            "train_s": t_train.median, "infer_s": t_infer.median,
+            "train_best_s": t_train.best, "infer_best_s": t_infer.best,
+            "train_speedup": baseline["train"] / t_train.median, "infer_speedup": baseline["infer"] / t_infer.median,
+            "train_gflops": flops(model, x, train=True) / t_train.median / 1e9,
+            "infer_gflops": flops(model, x, train=False) / t_infer.median / 1e9,
             "conv_peak_gflops": conv_peak(spatial_dims, precision, s.channels_last, max(3, reps)),
+            "agreement": float((labels == reference[who]).float().mean()),
         })
         print(_fmt(rows[-1]), flush=True)
     return rows
 
 
+def predict_labels(make: Callable[[], torch.nn.Module], x: torch.Tensor, precision: runtime.Precision, channels_last: bool,
+                   spatial_dims: int, fold: bool) -> torch.Tensor:
+    """Inference argmax of freshly seeded weights (the same for every row of one model) in this setting."""
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = make().eval()
+    if fold:
+        fold_batch_norms(model)
+    if channels_last:
+        model = model.to(memory_format=runtime.memory_format(spatial_dims))
+        x = x.contiguous(memory_format=runtime.memory_format(spatial_dims))
+    with torch.inference_mode(), runtime.autocast(precision, cpu):
+        return model.eval()(x).float().argmax(1)
+
+
 def _fmt(r: dict) -> str:
-    return (f"| {r['model']:<28} | {r['train_s']:.3f} s ({r['train_speedup']:.2f}×) | {r['infer_s']:.3f} s "
-            f"({r['infer_speedup']:.2f}×) | {r['train_gflops']:.0f} / {r['infer_gflops']:.0f} | {r['conv_peak_gflops']:.0f} |")
+    return (f"| {r['model']:<35} | {r['train_s']:.3f} s ({r['train_best_s']:.3f}) | **{r['train_speedup']:.2f}×** "
+            f"| {r['infer_s']:.3f} s ({r['infer_best_s']:.3f}) | **{r['infer_speedup']:.2f}×** "
+            f"| {r['train_gflops']:.0f} / {r['infer_gflops']:.0f} | {r['conv_peak_gflops']:.0f} | {100 * r['agreement']:.3f}% |")
 
 
 def main() -> None:
@@ -153,8 +197,9 @@ def main() -> None:
         settings.append(Setting("auto (bf16) channels_last", "auto", True))
         settings.append(Setting("auto (bf16) NCHW", "auto", False))
     reps = 2 if args.quick else args.reps
-    header = ("| model, setting | train step (vs MONAI) | inference (vs MONAI) | achieved GFLOP/s train / infer "
-              "| conv peak GFLOP/s |\n|---|---|---|---|---|")
+    header = ("| model, setting | train step, median (best) | × MONAI | inference, median (best) | × MONAI "
+              "| achieved GFLOP/s train / infer | conv peak GFLOP/s | argmax = fp32 |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n2D: unet_resnet(resnet34) vs FlexibleUNet(resnet34), batch "
           f"{2 if args.quick else 8} of 1×{128 if args.quick else 256}²\n{header}")
     bench_pair(2, "resnet34", 2 if args.quick else 8, 128 if args.quick else 256, reps, settings)
@@ -164,7 +209,7 @@ def main() -> None:
             settings3 += [Setting("auto (bf16) NCDHW", "auto", False), Setting("auto (bf16) channels_last_3d", "auto", True)]
         print(f"\n3D: unet_resnet(resnet18) vs FlexibleUNet(resnet18), batch {1 if args.quick else 2} of "
               f"1×{48 if args.quick else 96}³\n{header}")
-        bench_pair(3, "resnet18", 1 if args.quick else 2, 48 if args.quick else 96, max(1, reps // 2), settings3)
+        bench_pair(3, "resnet18", 1 if args.quick else 2, 48 if args.quick else 96, max(2, reps - 2), settings3)
 
 
 if __name__ == "__main__":
