@@ -96,7 +96,7 @@ def tune_cpu_allocator(on: bool = True) -> str:
     zero-filled by the kernel. Turning ``mmap`` off and raising the trim threshold lets freed blocks be
     reused: measured here, a 2D train step 12% and the network part of a 3D prediction about 40%
     faster (docs/benchmarks.md). The price: resident memory stays at its high-water mark, which
-    fragmentation raises. Process-wide; ``on=False`` restores glibc's defaults and hands free pages
+    fragmentation raises, so medseg scopes it with :func:`network_allocator`. Process-wide; ``on=False`` restores glibc's defaults and hands free pages
     back (``malloc_trim``); ``MEDSEG_MALLOC_TUNING=0`` turns it off for good. Returns the new state.
     """
     global _allocator, _tuned
@@ -118,9 +118,10 @@ def tune_cpu_allocator(on: bool = True) -> str:
 def network_allocator(device: torch.device) -> Iterator[None]:
     """:func:`tune_cpu_allocator` for one block (a sliding-window pass) when it is not on already.
 
-    Prediction turns it on only while the network runs: reading and resampling a large volume
-    allocates a few big arrays once, where reuse gains nothing and fragmentation of a never-trimmed
-    heap would raise the peak memory (by one float32 copy of a CT, measured).
+    Training wraps its epochs in it and prediction its sliding window: reading and resampling a large
+    volume allocates a few big arrays once, where reuse gains nothing and fragmentation of a
+    never-trimmed heap raised prediction's peak memory (by one float32 copy of a CT, measured); and
+    a program that calls ``train()`` or ``predict()`` gets its process back as it was.
     """
     if device.type != "cpu" or _tuned:
         yield
@@ -248,12 +249,6 @@ def inference_context() -> Iterator[None]:
     """``torch.inference_mode`` for prediction and validation."""
     with torch.inference_mode():
         yield
-
-
-def prepare_host(device: torch.device) -> None:
-    """Process-wide settings a run on ``device`` wants: on the CPU, :func:`tune_cpu_allocator`."""
-    if device.type == "cpu":
-        tune_cpu_allocator()
 
 
 def describe(device: torch.device, precision: Precision, channels_last: bool, allocator: str | None = None) -> str:

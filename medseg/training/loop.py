@@ -7,6 +7,7 @@ the CPU otherwise, and under ``torchrun`` as DistributedDataParallel with only r
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -247,7 +248,6 @@ def train(
         cfg = resume_config(Path(resume))
     console = console or Console(stderr=False)
     device = runtime.resolve_device(cfg.train.device)
-    runtime.prepare_host(device)
     dist_info = distributed.init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -344,7 +344,7 @@ def train(
         if split_src.is_file() and not (run_dir / "splits.json").exists():
             shutil.copyfile(split_src, run_dir / "splits.json")
         point_latest(run_dir)
-    describe = runtime.describe(device, precision, channels_last)
+    describe = runtime.describe(device, precision, channels_last, runtime.allocator_plan("while training runs"))
     say(f"[bold]medseg train[/] {cfg.model.name} on {setup.root} "
         f"({len(setup.train_cases)} train / {len(setup.val_cases)} val cases, {spatial_dims}D)")
     say(describe)
@@ -356,6 +356,8 @@ def train(
     elapsed_before = float(state["wall_seconds"]) if state else 0.0
     epoch = start_epoch - 1
     labels_fg = [k for k in sorted(setup.info.labels) if k != 0]
+    allocator = contextlib.ExitStack()  # freed activations reused while the epochs run (runtime.py)
+    allocator.enter_context(runtime.network_allocator(device))
     try:
         for epoch in range(start_epoch, cfg.train.epochs + 1):
             t_epoch = time.perf_counter()
@@ -448,6 +450,7 @@ def train(
             if distributed.broadcast_flag(stop, dist_info, device):
                 break
     finally:
+        allocator.close()
         progress.close()
         if writer is not None:
             writer.close()
