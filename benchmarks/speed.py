@@ -6,8 +6,8 @@ Matched pairs, one run:
 
 For each, the train step (forward, fp32 cross-entropy, backward, AdamW) and inference
 (``inference_mode``) are timed for MONAI's default (fp32, contiguous, the C library's default
-allocator), then ``medseg.runtime.tune_cpu_allocator`` is applied, as ``medseg train`` and
-``medseg predict`` do on a CPU, and MONAI's default is timed again (so the table separates what the
+allocator), then ``medseg.runtime.tune_cpu_allocator`` is applied, as ``medseg train`` does while its
+epochs run and ``medseg predict`` while its network runs, and MONAI's default is timed again (so the table separates what the
 allocator gives from what medseg's settings give), then every precision and memory format medseg
 offers on this machine; medseg's inference runs with its batch norms folded into the convs, as
 ``medseg predict`` runs it. It prints median (and best) times, ratios to MONAI's default, achieved GFLOP/s against
@@ -138,7 +138,7 @@ def bench_pair(spatial_dims: int, encoder: str, batch: int, size: int, reps: int
     reference: dict[str, torch.Tensor] = {}
     for who, s, tuned in plan:
         if tuned:
-            runtime.tune_cpu_allocator()  # process-wide from here on, as in medseg train/predict
+            runtime.tune_cpu_allocator()  # on from here, as while medseg's epochs or sliding window run
         torch.manual_seed(0)
         model = makers[who]()
         precision = runtime.resolve_precision(s.precision, cpu)
