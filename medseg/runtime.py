@@ -57,8 +57,7 @@ def cpu_bf16_reason(flags: frozenset[str] | None = None) -> str | None:
 # glibc's mallopt parameters and defaults (malloc.h, malloc.c)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
-_allocator = "allocator default"  # the state tune_cpu_allocator left, for describe()
-_tuned = False
+_tuned = False  # whether tune_cpu_allocator is in effect
 
 
 @functools.lru_cache(maxsize=1)
@@ -96,22 +95,22 @@ def tune_cpu_allocator(on: bool = True) -> str:
     zero-filled by the kernel. Turning ``mmap`` off and raising the trim threshold lets freed blocks be
     reused: measured here, a 2D train step 12% and the network part of a 3D prediction about 40%
     faster (docs/benchmarks.md). The price: resident memory stays at its high-water mark, which
-    fragmentation raises, so medseg scopes it with :func:`network_allocator`. Process-wide; ``on=False`` restores glibc's defaults and hands free pages
-    back (``malloc_trim``); ``MEDSEG_MALLOC_TUNING=0`` turns it off for good. Returns the new state.
+    fragmentation raises, so medseg scopes it with :func:`network_allocator`. Process-wide;
+    ``on=False`` restores glibc's defaults and hands free pages back (``malloc_trim``);
+    ``MEDSEG_MALLOC_TUNING=0`` turns it off for good. Returns the new state, in words.
     """
-    global _allocator, _tuned
+    global _tuned
     libc, blocked = _libc(), _tuning_blocked()
     if blocked or libc is None:
-        _allocator = f"allocator default ({blocked or 'no glibc mallopt'})"
-    elif on:
+        return f"allocator default ({blocked or 'no glibc mallopt'})"
+    if on:
         _tuned = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-        _allocator = "allocator keeps freed memory" if _tuned else "allocator default (mallopt refused)"
-    else:
-        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-        libc.malloc_trim(0)
-        _tuned, _allocator = False, "allocator default"
-    return _allocator
+        return "allocator keeps freed memory" if _tuned else "allocator default (mallopt refused)"
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+    _tuned = False
+    return "allocator default"
 
 
 @contextlib.contextmanager
@@ -252,11 +251,11 @@ def inference_context() -> Iterator[None]:
 
 
 def describe(device: torch.device, precision: Precision, channels_last: bool, allocator: str | None = None) -> str:
-    """One line for the start of a run: what will run where, and why (``allocator``: what to say of
-    the CPU allocator instead of its current state)."""
+    """One line for the start of a run: what will run where, and why (``allocator``: what the CPU
+    allocator will do, see :func:`allocator_plan`)."""
     if device.type == "cuda":
         where = f"cuda ({torch.cuda.get_device_name(device)})"
     else:
-        threads = torch.get_num_threads()
-        where = f"cpu ({platform.processor() or platform.machine()}, {threads} threads, {allocator or _allocator})"
+        extra = f", {allocator}" if allocator else ""
+        where = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads{extra})"
     return f"device {where}, precision {precision}, channels_last {'on' if channels_last else 'off'}"
