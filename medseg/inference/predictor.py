@@ -223,7 +223,6 @@ class Predictor:
         if self.inference.tta:
             axes = range(2, 2 + self.spatial_dims)
             flips = [c for r in range(self.spatial_dims + 1) for c in itertools.combinations(axes, r)]
-        total: torch.Tensor | None = None
         with runtime.network_allocator(self.device):
             total = self._blend(x, stitch, flips)
         if len(flips) > 1:
