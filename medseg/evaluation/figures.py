@@ -29,11 +29,12 @@ GRID_PANEL_PX, GRID_LABEL_PX, GRID_HEADER_PX, GRID_LEGEND_PX = 160, 40, 40, 30
 BARS_SIZE_PX = (800, 450)
 
 
-def _save(fig: Figure, out_png: str | Path) -> Path:
+def save_png(fig: Figure, out_png: str | Path, dpi: int = DPI) -> Path:
+    """Render ``fig`` with Agg and write it to ``out_png`` atomically; return the path."""
     out_png = Path(out_png)
     FigureCanvasAgg(fig)
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     return out_png
 
 
@@ -90,7 +91,7 @@ def plot_curves(metrics: str | Path | Sequence[Mapping[str, Any]], out_png: str 
         else:
             ax.text(0.5, 0.5, "no values yet", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # -- Image | Mask | Prediction grid -----------------------------------------------------------------
@@ -183,7 +184,7 @@ def plot_grid(
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
     fig.patch.set_facecolor("white")
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 # -- bar chart --------------------------------------------------------------------------------------
@@ -241,4 +242,4 @@ def plot_bars(
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_png(fig, out_png)

@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from matplotlib import rcParams
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import nn
 
 from medseg.encoders import build_encoder
 from medseg.errors import MedsegError
-from medseg.utils import atomic_path, atomic_write_text
+from medseg.evaluation.figures import save_png
+from medseg.utils import atomic_write_text
 
 #: Columns of ``curves.csv``: one row per network and logging point.
 CURVE_FIELDS = ["network", "depth", "residual", "step", "train_loss", "train_error", "test_error"]
@@ -324,21 +328,18 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict[str, object]]) -> 
     atomic_write_text(path, buffer.getvalue())
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _figure(width_in: float, height_in: float) -> tuple[Figure, list[str]]:
+    """An explicit Agg figure (no pyplot state, as in medseg.evaluation.figures) and the colour cycle."""
+    fig = Figure(figsize=(width_in, height_in))
+    FigureCanvasAgg(fig)
+    return fig, rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], depths: Sequence[int], out: Path) -> Path:
     """He et al.'s Figure 6 layout: plain networks left, residual right; thin dashed lines are the
     training error, bold lines the held-out error; one colour per depth. Returns ``out``."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, colours = _figure(11, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
     top = 0.0
     for ax, residual in zip(axes, (False, True)):
         for depth, colour in zip(depths, colours):
@@ -357,20 +358,16 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], depths: Sequence[int]
     axes[0].set_ylim(0, min(100.0, top * 1.05 + 1))
     fig.suptitle("Degradation at small scale (cf. He et al. 2015, Fig. 6): dashed = training, bold = held-out")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return save_png(fig, out, dpi=110)
 
 
 def plot_gradient_norms(rows: list[dict[str, object]], out: Path) -> Path:
     """Per-layer gradient norms on a log scale: at init with BN, at init without BN, after training
     (with BN); plain networks solid, residual dashed. Returns ``out``."""
-    plt = _pyplot()
     panels = [("init", True, "at initialisation, with BN"), ("init", False, "at initialisation, without BN"),
               ("trained", True, "after training, with BN")]  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 4.4))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, colours = _figure(16, 4.4)
+    axes = fig.subplots(1, len(panels))
     depths = sorted({int(r["depth"]) for r in rows})  # type: ignore[call-overload]
     for ax, (phase, bn, title) in zip(axes, panels):
         for depth, colour in zip(depths, colours):
@@ -389,7 +386,4 @@ def plot_gradient_norms(rows: list[dict[str, object]], out: Path) -> Path:
     axes[0].set_ylabel("‖∂loss/∂W‖ of the layer's weights")
     fig.suptitle("Per-layer gradient norms on one fixed batch (log scale)")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return save_png(fig, out, dpi=110)
