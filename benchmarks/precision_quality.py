@@ -23,8 +23,9 @@ from markdown_section import write_section
 
 from medseg.config import ExperimentConfig, resolve_config
 from medseg.data import synthetic
+from medseg.data.resolve import resolve_data
 from medseg.inference import Predictor
-from medseg.training import resolve_data, train
+from medseg.training import train
 
 MODEL = "dual_unet_resnet"
 

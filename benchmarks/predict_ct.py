@@ -67,7 +67,7 @@ def make_run(root: Path, patch: list[int], spacing: list[float] | None) -> Path:
 
     from medseg.config import resolve_config
     from medseg.models import build_model
-    from medseg.training.checkpoint import save_weights
+    from medseg.run import save_weights
     from medseg.utils import atomic_write_text
 
     torch.manual_seed(0)
@@ -101,7 +101,9 @@ def child(run: str, image: str, precision: str, out: str) -> None:
         return wrapper
 
     predictor.logits = timed(predictor.logits)
-    predictor._to_original = timed(predictor._to_original)
+    import medseg.inference.predictor as predictor_module
+
+    predictor_module.to_original = timed(predictor_module.to_original)
     start = time.perf_counter()
     predictor.predict_file(Path(image), Path(out))
     end = time.perf_counter()
@@ -132,7 +134,7 @@ def bf16_logit_error(run: Path, patch: list[int]) -> float:
     import torch
 
     from medseg.models import build_model
-    from medseg.training.checkpoint import load_weights, read_metadata
+    from medseg.run import load_weights, read_metadata
 
     weights = run / "best.safetensors"
     model = build_model(**read_metadata(weights)["build_args"])

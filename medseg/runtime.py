@@ -204,11 +204,10 @@ def memory_format(spatial_dims: int) -> torch.memory_format:
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
-def resolve_channels_last(spec: bool | str, spatial_dims: int, device: torch.device) -> bool:
+def resolve_channels_last(spec: bool | str) -> bool:
     """``auto`` turns channels_last (channels_last_3d for volumes) on: ``benchmarks/speed.py`` measured it
     faster than NCHW/NCDHW on the CPU in 2D and 3D, fp32 and bf16 (docs/benchmarks.md), and cuDNN's
-    tensor-core kernels want it on CUDA. ``spatial_dims`` and ``device`` are where a measured
-    exception would go.
+    tensor-core kernels want it on CUDA.
     """
     if isinstance(spec, bool):
         return spec
@@ -241,13 +240,6 @@ def prepare_batch(x: torch.Tensor, device: torch.device, spatial_dims: int, chan
     if channels_last and x.dim() == spatial_dims + 2:
         x = x.contiguous(memory_format=memory_format(spatial_dims))
     return x
-
-
-@contextlib.contextmanager
-def inference_context() -> Iterator[None]:
-    """``torch.inference_mode`` for prediction and validation."""
-    with torch.inference_mode():
-        yield
 
 
 def describe(device: torch.device, precision: Precision, channels_last: bool, allocator: str | None = None) -> str:

@@ -54,9 +54,9 @@ def test_autocast_runs_bf16_matmul_and_fp32_is_untouched(monkeypatch: pytest.Mon
 
 def test_channels_last_choice_and_batch_format() -> None:
     cpu = torch.device("cpu")
-    assert runtime.resolve_channels_last("auto", 2, cpu) is True
-    assert runtime.resolve_channels_last("auto", 3, cpu) is True  # measured faster in 3D too
-    assert runtime.resolve_channels_last(False, 2, cpu) is False
+    assert runtime.resolve_channels_last("auto") is True
+    assert runtime.resolve_channels_last("auto") is True  # measured faster in 2D and 3D
+    assert runtime.resolve_channels_last(False) is False
     x = runtime.prepare_batch(torch.randn(2, 3, 8, 8), cpu, 2, True)
     assert x.is_contiguous(memory_format=torch.channels_last)
     v = runtime.prepare_batch(torch.randn(1, 2, 4, 4, 4), cpu, 3, True)

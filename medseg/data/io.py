@@ -327,9 +327,6 @@ def load_transform(keys: str | Sequence[str], **kwargs: Any) -> LoadImaged:
     return LoadImaged(keys=keys, reader=MedsegReader(), **kwargs)
 
 
-loader = load_transform  # the name docs/design.md first used
-
-
 # -- reading -----------------------------------------------------------------------------------------
 def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
     """Read an image file or DICOM series folder; the array is exactly what ``load_transform`` loads.

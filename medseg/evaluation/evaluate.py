@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.io import IMAGE_SUFFIXES, ImageMeta, read_image, strip_suffix
+from medseg import run as run_format
+from medseg.data.io import IMAGE_SUFFIXES, ImageMeta, read_image
 from medseg.errors import MedsegError
 from medseg.evaluation.metrics import (
     METRICS,
@@ -71,9 +72,8 @@ class EvaluationResult:
 
 # -- pairing ------------------------------------------------------------------------------------------
 def case_name(path: Path, prediction: bool = False) -> str:
-    """``liver_3_seg.nii.gz`` -> ``liver_3`` (the ``_seg`` suffix only for predictions)."""
-    name = strip_suffix(path.name)
-    return name[: -len("_seg")] if prediction and name.endswith("_seg") else name
+    """``liver_3_seg.nii.gz`` -> ``liver_3`` (the run format's ``_seg`` suffix only for predictions)."""
+    return run_format.case_name(path.name, prediction)
 
 
 def _image_files(folder: Path, role: str) -> dict[str, Path]:

@@ -21,14 +21,15 @@ import numpy as np
 
 from medseg.config import ExperimentConfig, resolve_config
 from medseg.data.io import read_image
+from medseg.data.resolve import resolve_data
 from medseg.errors import MedsegError
 from medseg.evaluation import evaluate
 from medseg.evaluation.figures import mid_slice, plot_bars, plot_grid
 from medseg.evaluation.report import html_table, markdown_table, write_report
-from medseg.inference import Predictor
-from medseg.inference.predictor import output_path
+from medseg.inference import Predictor, output_path
 from medseg.models.summary import forward_gflops
-from medseg.training import TrainResult, resolve_data, train
+from medseg.run import labels_from, split_name
+from medseg.training import TrainResult, train
 from medseg.training.checkpoint import load_state
 from medseg.utils import atomic_write_text
 
@@ -93,7 +94,7 @@ def compare(
                               "give one --config for all models")
     out.mkdir(parents=True, exist_ok=True)
     setup = resolve_data(first)
-    labels = {int(k): v for k, v in setup.preprocess["labels"].items()}
+    labels = labels_from(setup.info.labels)
     outcomes = []
     for name, cfg in configs.items():
         say(f"{name}: training")
@@ -146,8 +147,7 @@ def _gt_folder(cases: Sequence[Any], folder: Path) -> Path:
     """A folder of the held-out labels named like the predictions' inputs, for folder evaluation."""
     folder.mkdir(parents=True, exist_ok=True)
     for case in cases:
-        target = output_path(case.images[0], folder, True)
-        target = target.with_name(target.name.replace("_seg", "", 1))
+        target = folder / f"{split_name(case.images[0])[0]}{split_name(case.label)[1]}"
         if not target.exists():
             shutil.copyfile(case.label, target)
     return folder

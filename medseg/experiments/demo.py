@@ -17,8 +17,7 @@ from pathlib import Path
 
 from medseg.data import datasets, synthetic
 from medseg.experiments.compare import DEFAULT_MODELS, Comparison, compare
-from medseg.inference import Predictor
-from medseg.inference.predictor import output_path
+from medseg.inference import Predictor, output_path
 
 
 @dataclass

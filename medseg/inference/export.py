@@ -16,9 +16,7 @@ from typing import Any
 import torch
 
 from medseg.errors import MedsegError
-from medseg.inference.predictor import find_run
-from medseg.models import build_model
-from medseg.training.checkpoint import load_weights, read_metadata
+from medseg.run import find_run, read_checkpoint
 from medseg.utils import atomic_path, atomic_write_json
 
 
@@ -72,17 +70,10 @@ def export_run(
         raise MedsegError(f"--format {fmt}: unknown; use one of {', '.join(FORMATS)}")
     suffix, write = FORMATS[fmt]
     run_dir = find_run(run)
-    weights = run_dir / f"{checkpoint}.safetensors"
-    if not weights.is_file():
-        raise MedsegError(f"{weights}: not found; use --checkpoint last, or wait for the run to save one")
-    meta = read_metadata(weights)
-    if "build_args" not in meta or "preprocess" not in meta:
-        raise MedsegError(f"{weights}: no medseg metadata (build_args, preprocess); it was not written by medseg train")
-    model = build_model(**meta["build_args"])
-    load_weights(weights, model)
-    model.eval()
-    pre: dict[str, Any] = meta["preprocess"]
-    shape = (1, int(pre["in_channels"]), *[int(s) for s in pre["patch_size"]])
+    ckpt = read_checkpoint(run_dir, checkpoint)
+    model = ckpt.build()
+    pre: dict[str, Any] = ckpt.preprocess.to_metadata()
+    shape = (1, ckpt.preprocess.in_channels, *ckpt.preprocess.patch_size)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     output = Path(output) if output else run_dir / f"model{suffix}"
     with torch.no_grad():
@@ -92,6 +83,6 @@ def export_run(
     atomic_write_json(output.with_name(output.name + ".json"), {
         "format": fmt, "input": {"name": "image", "shape": ["batch", *shape[1:]], "dtype": "float32"},
         "output": {"name": "logits", "classes": pre["labels"]}, "preprocess": pre,
-        "build_args": meta["build_args"], "source": str(weights),
+        "build_args": ckpt.build_args, "source": str(ckpt.path),
     })
     return output, float((reference - result).abs().max())

@@ -76,8 +76,3 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
 
-
-def cleanup(info: DistInfo) -> None:
-    """Leave the process group."""
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()

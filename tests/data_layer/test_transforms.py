@@ -21,7 +21,7 @@ from monai.transforms import (
 )
 from monai.transforms.utils import allow_missing_keys_mode
 
-from medseg.data import io, transforms
+from medseg.data import cache, io, transforms
 from medseg.errors import MedsegError
 
 # stored LPS-like (x and y flipped), oblique in-plane, anisotropic, non-zero origin
@@ -172,16 +172,16 @@ def test_2d_train_patches(tmp_path):
 def test_build_dataset_cache_kinds(tmp_path):
     item, _ = _volume(tmp_path)
     tf = transforms.build_transforms("val", preset="ct", spatial_dims=3, patch_size=[8, 8, 4])
-    assert type(transforms.build_dataset([item], tf, "none")) is Dataset
-    mem = transforms.build_dataset([item], tf, "memory", num_workers=1)
+    assert type(cache.build_dataset([item], tf, "none")) is Dataset
+    mem = cache.build_dataset([item], tf, "memory", num_workers=1)
     assert isinstance(mem, CacheDataset) and tuple(mem[0]["image"].shape) == (1, 18, 20, 10)
-    assert transforms.estimate_bytes([item]) == 2 * 20 * 18 * 10 * 4
-    disk = transforms.build_dataset([item], tf, "disk", cache_dir=tmp_path / "cache")
+    assert cache.estimate_bytes([item]) == 2 * 20 * 18 * 10 * 4
+    disk = cache.build_dataset([item], tf, "disk", cache_dir=tmp_path / "cache")
     assert isinstance(disk, PersistentDataset)
     torch.testing.assert_close(torch.as_tensor(disk[0]["image"]), torch.as_tensor(mem[0]["image"]))
     assert any((tmp_path / "cache").iterdir())
     with pytest.raises(MedsegError, match="cache folder"):
-        transforms.build_dataset([item], tf, "disk")
+        cache.build_dataset([item], tf, "disk")
 
 
 @pytest.mark.parametrize(

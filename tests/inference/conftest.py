@@ -11,17 +11,15 @@ from torch import nn
 
 @pytest.fixture
 def threshold_model(monkeypatch: pytest.MonkeyPatch):
-    """Make the predictor build :class:`ThresholdNet` for runs whose build_args name it."""
-    import medseg.inference.export as export
-    import medseg.inference.predictor as predictor
+    """Make run checkpoints build :class:`ThresholdNet` for runs whose build_args name it."""
+    import medseg.models as models
 
-    real = predictor.build_model
+    real = models.build_model
 
     def build(name: str, **kwargs: Any) -> nn.Module:
         if name == "threshold":
             return ThresholdNet(kwargs.get("spatial_dims", 3))
         return real(name, **kwargs)
 
-    monkeypatch.setattr(predictor, "build_model", build)
-    monkeypatch.setattr(export, "build_model", build)
+    monkeypatch.setattr(models, "build_model", build)
     return ThresholdNet

@@ -14,7 +14,7 @@ from torch import nn
 
 from medseg.config import resolve_config
 from medseg.models import build_model
-from medseg.training.checkpoint import save_weights
+from medseg.run import save_weights
 from medseg.utils import atomic_write_text
 
 #: A U-Net small enough to run a 3D sliding window in well under a second.

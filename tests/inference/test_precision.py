@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from medseg.cli import _register, app
 from medseg.data import datasets, synthetic
 from medseg.inference import Predictor
-from medseg.training.checkpoint import read_metadata
+from medseg.run import read_metadata
 
 _register()
 

@@ -10,11 +10,10 @@ from inference_helpers import ellipsoid_case, make_run, oblique_affine, write_ni
 from monai.data import MetaTensor
 from monai.transforms import Invertd, KeepLargestConnectedComponent
 
-import medseg.inference.predictor as predictor_module
+import medseg.inference.resample as resample
 from medseg.data import io, transforms
 from medseg.errors import MedsegError
-from medseg.inference import Predictor
-from medseg.inference.predictor import keep_largest_components
+from medseg.inference import Predictor, keep_largest_components
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,19 +70,19 @@ def test_way_back_equals_monai_invertd(tmp_path, oblique_case, spacing, monkeypa
     data["pred"] = MetaTensor(logits, meta=net.meta, applied_operations=net.applied_operations)
     reference = Invertd(keys="pred", transform=pipeline, orig_keys="image", nearest_interp=spacing is None)(data)
     reference = reference["pred"].numpy()
-    axes = predictor_module._axis_map(mapping, tuple(logits.shape[1:]), shape)
+    axes = resample._axis_map(mapping, tuple(logits.shape[1:]), shape)
     if spacing is None:
         assert axes is not None
-        np.testing.assert_array_equal(predictor_module._reorder(logits, axes, channel=True).numpy(), reference)
+        np.testing.assert_array_equal(resample._reorder(logits, axes, channel=True).numpy(), reference)
     else:
         assert axes is None
-        monkeypatch.setattr(predictor_module, "SLAB_VOXELS", 1500)  # several slabs
-        assert predictor_module._separable(mapping) is not None  # MONAI's steps are axis-aligned
+        monkeypatch.setattr(resample, "SLAB_VOXELS", 1500)  # several slabs
+        assert resample._separable(mapping) is not None  # MONAI's steps are axis-aligned
         for separable in (True, False):  # one axis at a time, and the general grid_sample path
             if not separable:
-                monkeypatch.setattr(predictor_module, "_separable", lambda mapping: None)
+                monkeypatch.setattr(resample, "_separable", lambda mapping: None)
             out = np.full(reference.shape, np.nan, dtype=np.float32)
-            for index, slab in predictor_module._resample_slabs(logits, mapping, shape):
+            for index, slab in resample.resample_slabs(logits, mapping, shape):
                 out[(slice(None), *index)] = slab.numpy()
             np.testing.assert_allclose(out, reference, atol=1e-4)
 
@@ -196,7 +195,7 @@ def test_wrong_channels_and_corrupt_files_are_user_errors(tmp_path):
 @pytest.mark.parametrize("classes", [1, 2, 5])
 def test_argmax_matches_torch_with_ties(classes):
     scores = torch.randint(-2, 3, (classes, 7, 6, 5)).float()  # many ties: the first maximum wins
-    np.testing.assert_array_equal(predictor_module._argmax(scores).numpy(), scores.argmax(0).numpy())
+    np.testing.assert_array_equal(resample.argmax(scores).numpy(), scores.argmax(0).numpy())
     with_background = torch.cat([torch.zeros_like(scores[:1]), scores])
-    np.testing.assert_array_equal(predictor_module._argmax(scores, implicit_zero=True).numpy(),
+    np.testing.assert_array_equal(resample.argmax(scores, implicit_zero=True).numpy(),
                                   with_background.argmax(0).numpy())

@@ -14,7 +14,7 @@ from medseg.cli import _register, app
 from medseg.errors import MedsegError
 from medseg.inference.export import export_run
 from medseg.models import build_model
-from medseg.training.checkpoint import load_weights, read_metadata
+from medseg.run import load_weights, read_metadata
 
 _register()
 

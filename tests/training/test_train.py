@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from medseg.cli import _register, app
 from medseg.models import build_model
+from medseg.run import read_metadata
 from medseg.training import train
-from medseg.training.checkpoint import load_state, read_metadata
+from medseg.training.checkpoint import load_state
 from tests.training.conftest import tiny_args
 
 _register()
@@ -83,3 +84,27 @@ def test_step_with_non_finite_gradients_is_skipped_not_applied(
     assert "epoch 1: skipped 1 of" in (run / "log.txt").read_text(encoding="utf-8")
     weights = load_file(str(run / "last.safetensors"))
     assert all(torch.isfinite(t.float()).all() for t in weights.values())  # the inf step never reached the weights
+
+
+def test_validation_dice_is_what_prediction_and_evaluation_give(tiny_nuclei: Path, tmp_path: Path) -> None:
+    """Validation in training and medseg predict + evaluate share one sliding window: same Dice."""
+    from medseg.config import load_config
+    from medseg.data.resolve import resolve_data
+    from medseg.evaluation.evaluate import evaluate_arrays
+    from medseg.inference import Predictor
+    from medseg.data.io import read_image
+
+    run = tmp_path / "run"
+    assert runner.invoke(app, tiny_args("unet", tiny_nuclei, run, epochs=2)).exit_code == 0
+    rows = list(csv.DictReader((run / "metrics.csv").open(encoding="utf-8")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    best = max(rows, key=lambda r: float(r["val_dice"]))
+    predictor = Predictor(run, precision="fp32")
+    dices = []
+    for case in resolve_data(load_config(run / "config.yaml")).val_cases:
+        labels, _ = read_image(case.label)
+        prediction = predictor.predict(case.images[0]).labels
+        rows_case = evaluate_arrays(prediction, labels.astype("int64"), (1.0, 1.0), {1: "nucleus"}, 1.0, case.id)
+        if labels.any():
+            dices.append(rows_case[0]["dice"])
+    assert sum(dices) / len(dices) == pytest.approx(float(best["val_dice"]), abs=2e-3)
