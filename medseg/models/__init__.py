@@ -10,7 +10,7 @@ size, sets ``num_outputs`` and ``build_args`` (``build_model(**model.build_args)
 from medseg.models import dual_unet, fcn, unet, unet_resnet  # noqa: F401  (registers the models)
 from medseg.models.dual_unet import DualUNetResNet
 from medseg.models.fcn import FCN
-from medseg.models.fusion import fold_batch_norms
+from medseg.models.folding import fold_batch_norms
 from medseg.models.registry import build_model, list_models, model_description, model_options, register_model
 from medseg.models.unet import UNet
 from medseg.models.unet_resnet import UNetResNet
