@@ -178,6 +178,26 @@ def test_2d_png_prediction_is_exact(tmp_path, threshold_model):
     np.testing.assert_array_equal(np.asarray(Image.open(out)), (rows > 127.5).astype(np.uint8))
 
 
+def test_folder_with_bmp_and_png_predicts_each_once_as_png(tmp_path, threshold_model):
+    from PIL import Image
+
+    from medseg.inference import predict_many
+
+    rng = np.random.default_rng(1)
+    rows = (rng.random((30, 41)) * 255).astype(np.uint8)
+    rows[0, 0], rows[-1, -1] = 0, 255
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(rows).save(folder / "scan.bmp")
+    Image.fromarray(rows).save(folder / "other.png")
+    (folder / "other_seg.png").write_bytes(b"an earlier output, never an input")
+    run = make_run(tmp_path / "run", threshold_model(2), spatial_dims=2, preset="gray2d", patch_size=[32, 32])
+    report = predict_many(Predictor(run, precision="fp32"), [folder], tmp_path / "out")
+    assert not report.failed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other_seg.png", "scan_seg.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "scan_seg.png")), (rows > 127.5).astype(np.uint8))
+
+
 def test_wrong_channels_and_corrupt_files_are_user_errors(tmp_path):
     run = make_run(tmp_path / "run", spacing=None)
     predictor = Predictor(run, precision="fp32")
