@@ -10,6 +10,9 @@ Three layouts give the same :class:`Case` list:
 - **Folder**: ``images/`` and ``labels/`` holding files with the same case id (the extension may
   differ, e.g. ``images/a.jpg`` with ``labels/a.png``), optional ``test/`` for unlabelled images and
   an optional ``dataset.json`` with ``labels`` (value -> name) and ``modality``.
+
+``labels`` is read in either convention in every layout: value -> name (MSD) or name -> value
+(nnU-Net v2); see :func:`parse_labels`.
 """
 
 from __future__ import annotations
@@ -92,12 +95,45 @@ def _ending(path: Path) -> str:
     return path.name[len(strip_suffix(path.name)):]
 
 
-def _int_labels(mapping: dict[str, Any], path: Path, key: str) -> dict[int, str]:
-    """``{"0": "background", ...}`` -> ``{0: "background", ...}``, validated."""
-    try:
-        labels = {int(k): str(v) for k, v in mapping.items()}
-    except (TypeError, ValueError):
-        raise MedsegError(f"{path}: '{key}' must map label values to names, e.g. {{\"0\": \"background\", \"1\": \"organ\"}}") from None
+def _is_int(value: Any) -> bool:
+    """An integer, or a string of one (JSON object keys are always strings)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def parse_labels(mapping: Any, path: Path, key: str = "labels") -> dict[int, str]:
+    """``labels`` of a dataset.json in either convention -> ``{value: name}``, background 0 included.
+
+    MSD (and the Folder layout) write value -> name, ``{"0": "background", "1": "organ"}``; nnU-Net v2
+    writes name -> value, ``{"background": 0, "organ": 1}``. The convention is read from the types:
+    integer keys with name values are MSD's, integer values nnU-Net's. A list value is an nnU-Net
+    region (several labels trained as one), which medseg does not support.
+    """
+    example = '{"0": "background", "1": "organ"} or {"background": 0, "organ": 1}'
+    if not isinstance(mapping, dict) or not mapping:
+        raise MedsegError(f"{path}: '{key}' must map label values to class names, e.g. {example}")
+    for name, value in mapping.items():
+        if isinstance(value, list | tuple):
+            raise MedsegError(
+                f"{path}: '{key}' entry '{name}' is {list(value)}, an nnU-Net region; regions are not supported, "
+                "give each class one integer value"
+            )
+    if all(_is_int(k) for k in mapping) and not all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
+        pairs = [(int(k), str(v)) for k, v in mapping.items()]  # MSD: value -> name
+    elif all(_is_int(v) for v in mapping.values()):
+        pairs = [(int(v), str(k)) for k, v in mapping.items()]  # nnU-Net v2: name -> value
+    else:
+        raise MedsegError(f"{path}: '{key}' must map label values to class names (or names to values), e.g. {example}")
+    labels: dict[int, str] = {}
+    for value, name in pairs:
+        if value < 0:
+            raise MedsegError(f"{path}: '{key}' gives class '{name}' the value {value}; label values are 0 or more")
+        if value in labels:
+            raise MedsegError(f"{path}: '{key}' gives '{labels[value]}' and '{name}' the same value {value}; give each class its own")
+        labels[value] = name
     return _with_background(labels)
 
 
@@ -125,16 +161,7 @@ def _nnunet(root: Path, meta: dict[str, Any]) -> DatasetInfo:
         channels = {int(k): str(v) for k, v in meta["channel_names"].items()}
     except (AttributeError, TypeError, ValueError):
         raise MedsegError(f"{path}: 'channel_names' must map channel indices to names, e.g. {{\"0\": \"CT\"}}") from None
-    raw_labels = meta.get("labels")
-    if not isinstance(raw_labels, dict):
-        raise MedsegError(f"{path}: 'labels' must map class names to values, e.g. {{\"background\": 0, \"organ\": 1}}")
-    labels: dict[int, str] = {}
-    for name, value in raw_labels.items():
-        if not isinstance(value, int):
-            raise MedsegError(
-                f"{path}: label '{name}' is {value!r}; medseg supports one integer per class, not nnU-Net regions"
-            )
-        labels[value] = str(name)
+    labels = parse_labels(meta.get("labels"), path)
     problems: list[str] = []
 
     def collect(folder: Path, labelled: bool) -> list[Case]:
@@ -167,7 +194,7 @@ def _nnunet(root: Path, meta: dict[str, Any]) -> DatasetInfo:
         raise MedsegError(f"{root / 'imagesTr'}: no images named CASE_0000{ending}; check 'file_ending' in dataset.json")
     test = collect(root / "imagesTs", False)
     dims = _header_dims(cases[0].images[0])[0]
-    return DatasetInfo(root, "nnunet", cases, test, _with_background(labels), len(channels), dims, ending,
+    return DatasetInfo(root, "nnunet", cases, test, labels, len(channels), dims, ending,
                        [channels[c] for c in sorted(channels)], str(meta.get("name", root.name)), problems)
 
 
@@ -194,7 +221,7 @@ def _msd(root: Path, meta: dict[str, Any]) -> DatasetInfo:
         test.append(Case(strip_suffix(image.name), [image], None))
     modality = meta.get("modality") or {"0": "unknown"}
     modalities = [str(v) for _, v in sorted(((int(k), v) for k, v in dict(modality).items()))]
-    labels = _int_labels(meta.get("labels") or {"0": "background", "1": "foreground"}, path, "labels")
+    labels = parse_labels(meta.get("labels") or {"0": "background", "1": "foreground"}, path)
     first = next((c.images[0] for c in cases if c.images[0].exists()), cases[0].images[0])
     dims, channels = _header_dims(first) if first.exists() else (3, 1)
     return DatasetInfo(root, "msd", cases, test, labels, max(channels, len(modalities)), dims, _ending(first),
@@ -218,7 +245,7 @@ def _folder(root: Path, meta: dict[str, Any] | None) -> DatasetInfo:
     dims, channels = _header_dims(cases[0].images[0])
     meta = meta or {}
     if meta.get("labels"):
-        labels = _int_labels(meta["labels"], root / "dataset.json", "labels")
+        labels = parse_labels(meta["labels"], root / "dataset.json")
     else:
         labels = _scan_labels(cases)
     modality = meta.get("modality") or meta.get("channel_names") or {}

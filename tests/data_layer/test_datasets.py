@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,3 +160,53 @@ def test_stale_split_is_reported(tmp_path):
     split.write_text(json.dumps([{"train": ["case_a", "gone"], "val": ["case_b"]}]))
     with pytest.raises(MedsegError, match="stale"):
         datasets.load_or_make_split(info, split)
+
+
+MSD_LABELS = {"0": "background", "1": "organ", "2": "lesion"}
+NNUNET_LABELS = {"background": 0, "organ": 1, "lesion": 2}
+
+
+def _with_labels(layout, root, labels):
+    root = {"folder": _folder, "msd": _msd, "nnunet": _nnunet}[layout](root)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = labels
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("layout", ["folder", "msd", "nnunet"])
+@pytest.mark.parametrize("labels", [MSD_LABELS, NNUNET_LABELS], ids=["value->name", "name->value"])
+def test_both_label_conventions_in_every_layout(tmp_path, layout, labels):
+    info = datasets.discover(_with_labels(layout, tmp_path / layout, labels))
+    assert info.layout == layout and info.labels == {0: "background", 1: "organ", 2: "lesion"}
+
+
+@pytest.mark.parametrize("layout", ["folder", "msd", "nnunet"])
+def test_nnunet_regions_are_a_one_line_error_in_every_layout(tmp_path, layout):
+    root = _with_labels(layout, tmp_path / layout, {"background": 0, "organ": [1, 2], "lesion": 2})
+    with pytest.raises(MedsegError, match=r"'organ' is \[1, 2\], an nnU-Net region; regions are not supported") as err:
+        datasets.discover(root)
+    assert "\n" not in str(err.value) and "dataset.json" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"background": 0, "organ": 1, "lesion": 1}, "the same value 1"),
+        ({"background": "zero"}, "must map label values to class names"),
+        ({"0": "background", "1": None, "x": 2}, "must map label values to class names"),
+        ({"background": 0, "organ": -1}, "value -1"),
+        (["organ"], "must map label values"),
+    ],
+)
+def test_bad_labels_name_the_problem(tmp_path, labels, message):
+    root = _with_labels("folder", tmp_path / "f", labels)
+    with pytest.raises(MedsegError, match=message):
+        datasets.discover(root)
+
+
+def test_label_convention_is_read_from_the_types():
+    path = Path("dataset.json")
+    assert datasets.parse_labels({"1": "organ"}, path) == {0: "background", 1: "organ"}  # background added
+    assert datasets.parse_labels({"organ": "1", "background": "0"}, path) == {0: "background", 1: "organ"}
+    assert datasets.parse_labels({"0": 0, "1": 1}, path) == {0: "0", 1: "1"}  # both readings agree
