@@ -154,3 +154,55 @@ def test_unrecognised_folder_is_an_error(tmp_path):
     (tmp_path / "x").mkdir()
     report = check_dataset(tmp_path / "x")
     assert not report.ok and "unrecognised dataset layout" in report.errors[0]
+
+
+def test_require_valid_raises_the_first_error_on_one_line(tmp_path):
+    from medseg.data.check import require_valid
+    from medseg.errors import MedsegError
+
+    root = _dataset(tmp_path / "d")
+    assert require_valid(root).ok
+    _break_out_of_range(root)
+    io.write_image(np.ones((8, 6, 4), np.uint8), root / "labels" / "c2.nii.gz", AFFINE)
+    with pytest.raises(MedsegError) as err:
+        require_valid(root)
+    message = str(err.value)
+    assert "c1.nii.gz" in message and "[7]" in message and "declare the class in dataset.json" in message
+    assert "and 1 more error(s)" in message and f"medseg data check {root}" in message and "\n" not in message
+
+
+def test_shape_mismatch_names_the_fix(tmp_path):
+    from medseg.data.check import require_valid
+    from medseg.errors import MedsegError
+
+    root = _dataset(tmp_path / "d")
+    _break_shape(root)
+    with pytest.raises(MedsegError, match=r"c1.nii.gz: label does not match its image .*shape \[8, 7, 4\] vs \[8, 6, 4\]"):
+        require_valid(root)
+
+
+def test_value_counts_match_numpy():
+    from medseg.data.check import value_counts
+
+    rng = np.random.default_rng(0)
+    for array in (rng.integers(0, 4, (40, 9, 7)).astype(np.uint8), rng.integers(-3, 3, (5000,)).astype(np.int8),
+                  np.array([[0, 2**40]], np.int64)):
+        values, counts = np.unique(array, return_counts=True)
+        assert value_counts(array) == {int(v): int(c) for v, c in zip(values, counts)}
+    assert value_counts(np.zeros((0, 3), np.uint8)) == {}
+
+
+def test_on_case_gets_each_labelled_case_once_and_the_report_round_trips(tmp_path):
+    from medseg.data.check import CheckReport, allowing_empty
+
+    root = _dataset(tmp_path / "d")
+    _break_empty(root)
+    seen = []
+    steps = []
+    strict = check_dataset(root, on_case=seen.append, progress=lambda done, total: steps.append((done, total)))
+    assert [a.case.id for a in seen] == ["c0", "c1", "c2"] and steps[-1] == (3, 3)
+    assert all(a.label is not None and a.label.shape == (8, 7, 4) and len(a.images) == 1 for a in seen)
+    assert seen[0].label_counts == {0: 224 - 18, 1: 17, 2: 1} and seen[1].label_counts == {0: 224}
+    assert CheckReport.from_dict(json.loads(json.dumps(strict.as_dict()))) == strict
+    assert allowing_empty(strict, True) == check_dataset(root, allow_empty=True)
+    assert allowing_empty(strict, False) == strict
