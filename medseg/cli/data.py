@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medseg.cli import app
+
+if TYPE_CHECKING:
+    from medseg.data.check import CheckReport
+    from medseg.planning import Fingerprint
 
 data_app = typer.Typer(
     help="Datasets: validate (check), generate demo data (synth), convert downloads (prepare), list cards.",
@@ -27,42 +34,69 @@ def _fmt(values: list[float] | None) -> str:
 def check_command(
     path: Annotated[Path, typer.Argument(help="Dataset folder (MSD, nnU-Net v2 raw, or images/ + labels/).")],
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Treat empty masks as warnings, not errors.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report and the fingerprint as JSON.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Read every case even if nothing changed.")] = False,
 ) -> None:
-    """Read every case and report problems; exit code 2 when there are errors.
+    """Read every case, report problems and the dataset fingerprint; exit code 2 on errors.
 
     Errors: missing or unreadable files, image/label shape or geometry mismatch, non-integer or
-    out-of-range labels, NaN/Inf, empty masks, differing channel counts. Also prints per-class
-    voxel fractions, spacing and shape statistics and the intensity range.
+    out-of-range labels, NaN/Inf, empty masks, differing channel counts. The fingerprint: spacing,
+    shape and cropped shape (median/min/max), per-channel modality and foreground intensity
+    percentiles, per-class voxel fraction and object sizes. Both are cached in the dataset's
+    .medseg/ folder and reused while no file changes.
     """
-    from medseg.data.check import check_dataset
+    report, fp = _check(path, allow_empty, cache=not no_cache, quiet=as_json)
+    if as_json:
+        payload = {"check": report.as_dict(), "fingerprint": fp.to_dict() if fp is not None else None}
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        _print_check(report, fp)
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def _check(path: Path, allow_empty: bool, cache: bool, quiet: bool) -> tuple[CheckReport, Fingerprint | None]:
+    """The check report and the fingerprint (None when the layout is not recognised)."""
+    from medseg.data.check import CheckReport
+    from medseg.data.datasets import discover
+    from medseg.errors import MedsegError
+    from medseg.planning import analyse
+
+    try:
+        info = discover(path)
+    except MedsegError as err:
+        return CheckReport(path, errors=[str(err)]), None
+    columns = [TextColumn("checking {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True, disable=quiet) as bar:
+        task = bar.add_task(str(path), total=None)
+        analysis = analyse(info, allow_empty=allow_empty, cache=cache,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    return analysis.check, analysis.fingerprint
+
+
+def _print_check(report: CheckReport, fp: Fingerprint | None) -> None:
+    """The summary table, the fingerprint tables, then one line per warning and error."""
+    from medseg.planning.display import fingerprint_tables
 
     console = Console()
-    with console.status(f"checking {path} ..."):
-        report = check_dataset(path, allow_empty=allow_empty)
-    table = Table(title=f"medseg data check: {path}", show_header=False)
+    table = Table(title=f"medseg data check: {report.root}", show_header=False, title_justify="left")
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("layout", f"{report.layout} ({report.spatial_dims}D)" if report.spatial_dims else report.layout)
     table.add_row("cases", f"{report.num_cases} labelled, {report.num_test} test")
     table.add_row("channels", ", ".join(f"{n} ({c} cases)" for n, c in sorted(report.channels.items())) or "-")
-    for k, name in report.labels.items():
-        fraction = report.class_fractions.get(k)
-        table.add_row(f"class {k}", f"{name}: {fraction:.4%} of voxels" if fraction is not None else name)
-    for key in ("min", "median", "max"):
-        table.add_row(f"spacing {key}", _fmt(report.spacing.get(key)))
-    for key in ("min", "median", "max"):
-        table.add_row(f"shape {key}", _fmt(report.shape.get(key)))
     if report.intensity:
         i = report.intensity
         table.add_row("intensity", f"min {i['min']:g}, p1 {i['p01']:g}, p99 {i['p99']:g}, max {i['max']:g}")
     table.add_row("result", "[green]OK[/green]" if report.ok else f"[red]{len(report.errors)} error(s)[/red]")
     console.print(table)
-    for message in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, highlight=False)
+    for fp_table in fingerprint_tables(fp) if fp is not None else []:
+        console.print()
+        console.print(fp_table)
+    for message in [*report.warnings, *(fp.warnings if fp is not None else ())]:
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
     for message in report.errors:
-        console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
-    if not report.ok:
-        raise typer.Exit(2)
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 @data_app.command("synth")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import numpy as np
@@ -85,3 +86,52 @@ def test_main_turns_errors_into_one_line_and_exit_2(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: demo data kind 'cells'") and "\n" not in err
+
+
+def _hu_dataset(root):
+    """Two int16 HU volumes, 0.7031 x 0.7031 x 2.5 mm, long class names, no modality declared."""
+    affine = np.diag([0.7031, 0.7031, 2.5, 1.0])
+    for i in range(2):
+        image = np.zeros((30, 28, 12), np.int16)
+        image[1:29, 2:26, :] = -1000
+        image[5:20, 5:20, 2:10] = 45 + i
+        image[3, 3, 3] = 1200
+        label = np.zeros(image.shape, np.uint8)
+        label[6:12, 6:12, 3:6] = 1
+        label[14:16, 14:16, 7:8] = 2
+        io.write_image(image, root / "images" / f"v{i}.nii.gz", affine)
+        io.write_image(label, root / "labels" / f"v{i}.nii.gz", affine)
+    labels = {"background": 0, "hepatic parenchyma": 1, "hepatocellular carcinoma": 2}
+    (root / "dataset.json").write_text(json.dumps({"labels": labels}))
+    return root
+
+
+def test_check_shows_the_fingerprint_in_80_columns(tmp_path):
+    root = _hu_dataset(tmp_path / "hu")
+    result = runner.invoke(medseg.cli.app, ["data", "check", str(root)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    tables = [line for line in lines if not line.startswith(("warning:", "error:"))]
+    assert max(len(line) for line in tables) <= 80, "\n".join(tables)
+    for expected in ("geometry (2 labelled cases)", "0.7031x0.7031x2.5", "28x24x12", "0 CT*", "45.5",
+                     "hepatocellular", "108 / 133.5", "4 / 4.943"):
+        assert expected in result.output, expected
+    warning = next(line for line in lines if line.startswith("warning:"))
+    assert "guessed CT" in warning and '"modality": {"0": "CT"}' in warning
+    assert (root / ".medseg" / "fingerprint.json").is_file()
+
+
+def test_check_json_has_the_report_and_the_fingerprint(tmp_path):
+    root = _hu_dataset(tmp_path / "hu")
+    result = runner.invoke(medseg.cli.app, ["data", "check", str(root), "--json", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["check"]["errors"] == [] and data["fingerprint"]["channels"][0]["modality"] == "CT"
+    assert data["fingerprint"]["summary"]["median_cropped_shape"] == [28.0, 24.0, 12.0]
+    assert not (root / ".medseg").exists()
+    label = io.read_image(root / "labels" / "v1.nii.gz")
+    broken = label[0].copy()
+    broken[0, 0, 0] = 9
+    io.write_like(broken, label[1], root / "labels" / "v1.nii.gz")
+    result = runner.invoke(medseg.cli.app, ["data", "check", str(root), "--json"])
+    assert result.exit_code == 2 and "[9]" in json.loads(result.stdout)["check"]["errors"][0]
