@@ -1,6 +1,7 @@
 """Reusable 2D/3D ResNet encoders: import them into any PyTorch pipeline.
 
-This package imports only torch, MONAI's layer factories and ``medseg.errors``::
+This package imports only torch, MONAI's layer factories and the leaf modules ``medseg.errors`` and
+``medseg.registry``::
 
     from medseg.encoders import resnet34, build_encoder, list_encoders, load_pretrained
 

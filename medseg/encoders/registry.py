@@ -2,67 +2,41 @@
 
 A builder is ``fn(spatial_dims=2, in_channels=1, **options) -> nn.Module``. Register your own with
 ``@register_encoder("name", "one line")`` and every medseg model, and ``medseg models``, can use it.
+Its keyword-only parameters are its options; a builder taking ``**options`` may declare them with
+``options=`` (the ResNets do), or else checks them itself. This is :class:`medseg.registry.Registry`,
+the class the model registry uses too: names list in registration order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
-from medseg.errors import MedsegError
+from medseg.registry import B, Registry
 
-Builder = Callable[..., nn.Module]
-B = TypeVar("B", bound=Builder)
-
-
-@dataclass(frozen=True)
-class EncoderEntry:
-    """One registered encoder: its builder and the line ``medseg models`` shows."""
-
-    name: str
-    builder: Builder
-    description: str
+ENCODERS = Registry("encoder", fixed=("spatial_dims", "in_channels"))
 
 
-_REGISTRY: dict[str, EncoderEntry] = {}
-
-
-def register_encoder(name: str, description: str | None = None) -> Callable[[B], B]:
-    """Decorator registering ``builder`` under ``name``; ``description`` defaults to its docstring's first line."""
-
-    def decorate(builder: B) -> B:
-        if name in _REGISTRY:
-            raise ValueError(f"encoder {name!r} is already registered")
-        doc = (builder.__doc__ or "").strip().splitlines()
-        line = description or (doc[0].strip() if doc else name)
-        _REGISTRY[name] = EncoderEntry(name, builder, line)
-        return builder
-
-    return decorate
-
-
-def _entry(name: str) -> EncoderEntry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise MedsegError(
-            f"encoder {name!r} is unknown; choose one of: {', '.join(list_encoders())}"
-        ) from None
+def register_encoder(
+    name: str, description: str | None = None, options: Sequence[str] | None = None
+) -> Callable[[B], B]:
+    """Decorator registering a builder under ``name``; ``description`` defaults to its docstring's first line."""
+    return ENCODERS.register(name, description, options)
 
 
 def build_encoder(name: str, spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> nn.Module:
     """Build the registered encoder ``name``; ``options`` override its defaults (see ``ResNetEncoder``)."""
-    return _entry(name).builder(spatial_dims=spatial_dims, in_channels=in_channels, **options)
+    encoder: nn.Module = ENCODERS.build(name, spatial_dims=spatial_dims, in_channels=in_channels, **options)
+    return encoder
 
 
 def list_encoders() -> list[str]:
     """Names of every registered encoder, in registration order."""
-    return list(_REGISTRY)
+    return ENCODERS.names()
 
 
 def encoder_description(name: str) -> str:
     """The one-line description of encoder ``name``."""
-    return _entry(name).description
+    return ENCODERS.description(name)

@@ -11,18 +11,19 @@ References: He et al. 2015 (ResNet, shortcut options A/B/C, CIFAR ResNets), He e
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from monai.networks.layers.factories import Conv, Norm, Pool
+from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
 from medseg.encoders.base import EncoderBase
+from medseg.encoders.norms import NORMS, make_norm
 from medseg.encoders.registry import register_encoder
 from medseg.errors import MedsegError
+from medseg.registry import B, check_options, keyword_options
 
 # ---------------------------------------------------------------------------------------------
 # Layers
@@ -34,15 +35,6 @@ def conv(spatial_dims: int, cin: int, cout: int, kernel_size: int, stride: int =
     return Conv[Conv.CONV, spatial_dims](
         cin, cout, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2, bias=False
     )
-
-
-#: ``norm=`` choices: ``fn(spatial_dims, channels, groups) -> module``.
-NORMS: dict[str, Callable[[int, int, int], nn.Module]] = {
-    "batch": lambda dims, c, groups: Norm[Norm.BATCH, dims](c),
-    "instance": lambda dims, c, groups: Norm[Norm.INSTANCE, dims](c, affine=True),
-    "group": lambda dims, c, groups: Norm[Norm.GROUP, dims](math.gcd(groups, c), c),
-    "none": lambda dims, c, groups: nn.Identity(),
-}
 
 
 class DropPath(nn.Module):
@@ -99,7 +91,7 @@ class BlockSpec:
     residual: bool
 
     def norm_layer(self, channels: int) -> nn.Module:
-        return NORMS[self.norm](self.spatial_dims, channels, self.norm_groups)
+        return make_norm(self.norm, self.spatial_dims, channels, self.norm_groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,6 +366,7 @@ class ResNetEncoder(EncoderBase):
         self,
         spatial_dims: int = 2,
         in_channels: int = 1,
+        *,
         block: str = "basic",
         layers: Sequence[int] = (2, 2, 2, 2),
         widths: Sequence[int] = (64, 128, 256, 512),
@@ -500,22 +493,21 @@ class ResNetEncoder(EncoderBase):
 # Named builders
 # ---------------------------------------------------------------------------------------------
 
-_OPTIONS = (
-    "block", "layers", "widths", "stem", "shortcut", "preact", "residual", "norm", "norm_groups",
-    "zero_init_residual", "drop_path", "num_classes", "stem_width",
-)  # fmt: skip
+#: The options every named builder takes: ``ResNetEncoder``'s keyword-only parameters.
+RESNET_OPTIONS = keyword_options(ResNetEncoder)
 _IMAGENET: dict[str, Any] = {"stem": "imagenet", "widths": (64, 128, 256, 512), "shortcut": "B"}
 _CIFAR: dict[str, Any] = {"stem": "cifar", "widths": (16, 32, 64), "shortcut": "A"}
 
 
 def _build(spatial_dims: int, in_channels: int, options: dict[str, Any], **defaults: Any) -> ResNetEncoder:
     """``ResNetEncoder(**defaults)`` with the caller's ``options`` on top; unknown options are a MedsegError."""
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise MedsegError(
-            f"encoder option(s) {', '.join(unknown)} unknown; valid options: {', '.join(_OPTIONS)}"
-        )
+    check_options("ResNetEncoder", options, RESNET_OPTIONS)
     return ResNetEncoder(spatial_dims=spatial_dims, in_channels=in_channels, **{**defaults, **options})
+
+
+def _register(name: str, description: str) -> Callable[[B], B]:
+    """``register_encoder`` declaring :data:`RESNET_OPTIONS`, which every builder below takes."""
+    return register_encoder(name, description, options=RESNET_OPTIONS)
 
 
 def _cifar_layers(depth: int) -> tuple[int, int, int]:
@@ -523,80 +515,80 @@ def _cifar_layers(depth: int) -> tuple[int, int, int]:
     return (n, n, n)
 
 
-@register_encoder("resnet10", "ImageNet stem, basic blocks 1-1-1-1, shortcut B (MedicalNet's smallest)")
+@_register("resnet10", "ImageNet stem, basic blocks 1-1-1-1, shortcut B (MedicalNet's smallest)")
 def resnet10(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """ResNet-10 (MedicalNet / MONAI ``resnet10``); 5 maps, reductions 2..32, channels 64, 64..512."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=(1, 1, 1, 1), **_IMAGENET)
 
 
-@register_encoder("resnet18", "ImageNet stem, basic blocks 2-2-2-2, shortcut B (torchvision)")
+@_register("resnet18", "ImageNet stem, basic blocks 2-2-2-2, shortcut B (torchvision)")
 def resnet18(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """ResNet-18 (He et al. 2015); 5 maps, reductions 2..32, channels (64, 64, 128, 256, 512)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=(2, 2, 2, 2), **_IMAGENET)
 
 
-@register_encoder("resnet34", "ImageNet stem, basic blocks 3-4-6-3, shortcut B (torchvision)")
+@_register("resnet34", "ImageNet stem, basic blocks 3-4-6-3, shortcut B (torchvision)")
 def resnet34(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """ResNet-34; 5 maps, reductions 2..32, channels (64, 64, 128, 256, 512)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=(3, 4, 6, 3), **_IMAGENET)
 
 
-@register_encoder("resnet50", "ImageNet stem, bottlenecks 3-4-6-3, shortcut B (torchvision v1.5)")
+@_register("resnet50", "ImageNet stem, bottlenecks 3-4-6-3, shortcut B (torchvision v1.5)")
 def resnet50(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """ResNet-50; 5 maps, reductions 2..32, channels (64, 256, 512, 1024, 2048)."""
     return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 4, 6, 3), **_IMAGENET)
 
 
-@register_encoder("resnet101", "ImageNet stem, bottlenecks 3-4-23-3, shortcut B (torchvision v1.5)")
+@_register("resnet101", "ImageNet stem, bottlenecks 3-4-23-3, shortcut B (torchvision v1.5)")
 def resnet101(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """ResNet-101; 5 maps, reductions 2..32, channels (64, 256, 512, 1024, 2048)."""
     return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 4, 23, 3), **_IMAGENET)
 
 
-@register_encoder("resnet152", "ImageNet stem, bottlenecks 3-8-36-3, shortcut B (torchvision v1.5)")
+@_register("resnet152", "ImageNet stem, bottlenecks 3-8-36-3, shortcut B (torchvision v1.5)")
 def resnet152(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """ResNet-152; 5 maps, reductions 2..32, channels (64, 256, 512, 1024, 2048)."""
     return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 8, 36, 3), **_IMAGENET)
 
 
-@register_encoder("resnet20", "CIFAR ResNet-20: 3x3 stem, 16/32/64 x 3 blocks, shortcut A")
+@_register("resnet20", "CIFAR ResNet-20: 3x3 stem, 16/32/64 x 3 blocks, shortcut A")
 def resnet20(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """CIFAR ResNet-20 (6n+2, n=3); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(20), **_CIFAR)
 
 
-@register_encoder("resnet32", "CIFAR ResNet-32: 3x3 stem, 16/32/64 x 5 blocks, shortcut A")
+@_register("resnet32", "CIFAR ResNet-32: 3x3 stem, 16/32/64 x 5 blocks, shortcut A")
 def resnet32(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """CIFAR ResNet-32 (n=5); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(32), **_CIFAR)
 
 
-@register_encoder("resnet44", "CIFAR ResNet-44: 3x3 stem, 16/32/64 x 7 blocks, shortcut A")
+@_register("resnet44", "CIFAR ResNet-44: 3x3 stem, 16/32/64 x 7 blocks, shortcut A")
 def resnet44(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """CIFAR ResNet-44 (n=7); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(44), **_CIFAR)
 
 
-@register_encoder("resnet56", "CIFAR ResNet-56: 3x3 stem, 16/32/64 x 9 blocks, shortcut A")
+@_register("resnet56", "CIFAR ResNet-56: 3x3 stem, 16/32/64 x 9 blocks, shortcut A")
 def resnet56(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """CIFAR ResNet-56 (n=9); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(56), **_CIFAR)
 
 
-@register_encoder("resnet110", "CIFAR ResNet-110: 3x3 stem, 16/32/64 x 18 blocks, shortcut A")
+@_register("resnet110", "CIFAR ResNet-110: 3x3 stem, 16/32/64 x 18 blocks, shortcut A")
 def resnet110(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """CIFAR ResNet-110 (n=18); 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(110), **_CIFAR)
 
 
-@register_encoder("plain_resnet18", "Plain twin of resnet18: same layers, no shortcuts")
+@_register("plain_resnet18", "Plain twin of resnet18: same layers, no shortcuts")
 def plain_resnet18(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Plain twin of ResNet-18: same convs and norms, no shortcut; as many parameters as option A."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=(2, 2, 2, 2), residual=False,
                   **{**_IMAGENET, "shortcut": "A"})  # fmt: skip
 
 
-@register_encoder("plain_resnet34", "Plain twin of resnet34: same layers, no shortcuts")
+@_register("plain_resnet34", "Plain twin of resnet34: same layers, no shortcuts")
 def plain_resnet34(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Plain twin of ResNet-34: same convs and norms, no shortcut; as many parameters as option A."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=(3, 4, 6, 3), residual=False,
@@ -608,58 +600,58 @@ def _plain_cifar(depth: int, spatial_dims: int, in_channels: int, options: dict[
                   residual=False, **_CIFAR)  # fmt: skip
 
 
-@register_encoder("plain_resnet20", "Plain twin of CIFAR resnet20: same layers, no shortcuts")
+@_register("plain_resnet20", "Plain twin of CIFAR resnet20: same layers, no shortcuts")
 def plain_resnet20(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Plain twin of CIFAR ResNet-20 (degradation experiments)."""
     return _plain_cifar(20, spatial_dims, in_channels, options)
 
 
-@register_encoder("plain_resnet32", "Plain twin of CIFAR resnet32: same layers, no shortcuts")
+@_register("plain_resnet32", "Plain twin of CIFAR resnet32: same layers, no shortcuts")
 def plain_resnet32(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Plain twin of CIFAR ResNet-32."""
     return _plain_cifar(32, spatial_dims, in_channels, options)
 
 
-@register_encoder("plain_resnet44", "Plain twin of CIFAR resnet44: same layers, no shortcuts")
+@_register("plain_resnet44", "Plain twin of CIFAR resnet44: same layers, no shortcuts")
 def plain_resnet44(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Plain twin of CIFAR ResNet-44."""
     return _plain_cifar(44, spatial_dims, in_channels, options)
 
 
-@register_encoder("plain_resnet56", "Plain twin of CIFAR resnet56: same layers, no shortcuts")
+@_register("plain_resnet56", "Plain twin of CIFAR resnet56: same layers, no shortcuts")
 def plain_resnet56(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Plain twin of CIFAR ResNet-56 (degradation experiments)."""
     return _plain_cifar(56, spatial_dims, in_channels, options)
 
 
-@register_encoder("plain_resnet110", "Plain twin of CIFAR resnet110: same layers, no shortcuts")
+@_register("plain_resnet110", "Plain twin of CIFAR resnet110: same layers, no shortcuts")
 def plain_resnet110(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Plain twin of CIFAR ResNet-110."""
     return _plain_cifar(110, spatial_dims, in_channels, options)
 
 
-@register_encoder("preact_resnet18", "Pre-activation ResNet-18 (He 2016), ImageNet stem, shortcut B")
+@_register("preact_resnet18", "Pre-activation ResNet-18 (He 2016), ImageNet stem, shortcut B")
 def preact_resnet18(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Pre-activation ResNet-18; 5 maps, channels (64, 64, 128, 256, 512); the last map is final-normed."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=(2, 2, 2, 2), preact=True,
                   **_IMAGENET)  # fmt: skip
 
 
-@register_encoder("preact_resnet34", "Pre-activation ResNet-34 (He 2016), ImageNet stem, shortcut B")
+@_register("preact_resnet34", "Pre-activation ResNet-34 (He 2016), ImageNet stem, shortcut B")
 def preact_resnet34(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Pre-activation ResNet-34; 5 maps, channels (64, 64, 128, 256, 512)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=(3, 4, 6, 3), preact=True,
                   **_IMAGENET)  # fmt: skip
 
 
-@register_encoder("preact_resnet50", "Pre-activation ResNet-50 (He 2016), bottlenecks, shortcut B")
+@_register("preact_resnet50", "Pre-activation ResNet-50 (He 2016), bottlenecks, shortcut B")
 def preact_resnet50(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Pre-activation ResNet-50; 5 maps, channels (64, 256, 512, 1024, 2048)."""
     return _build(spatial_dims, in_channels, options, block="bottleneck", layers=(3, 4, 6, 3), preact=True,
                   **_IMAGENET)  # fmt: skip
 
 
-@register_encoder("preact_resnet110", "Pre-activation CIFAR ResNet-110 (He 2016), 16/32/64, shortcut A")
+@_register("preact_resnet110", "Pre-activation CIFAR ResNet-110 (He 2016), 16/32/64, shortcut A")
 def preact_resnet110(spatial_dims: int = 2, in_channels: int = 1, **options: Any) -> ResNetEncoder:
     """Pre-activation CIFAR ResNet-110; 4 maps, reductions (1, 1, 2, 4), channels (16, 16, 32, 64)."""
     return _build(spatial_dims, in_channels, options, block="basic", layers=_cifar_layers(110), preact=True,

@@ -262,7 +262,7 @@ def test_registry_lists_required_encoders_with_descriptions() -> None:
 def test_user_errors_are_one_line_medseg_errors() -> None:
     with pytest.raises(MedsegError, match=r"unknown.*resnet18.*resnet34"):
         build_encoder("resnet999")
-    with pytest.raises(MedsegError, match="num_classses unknown"):
+    with pytest.raises(MedsegError, match=r"encoder resnet18: unknown option 'num_classses'; valid options are .*num_classes"):
         build_encoder("resnet18", num_classses=3)
     with pytest.raises(MedsegError, match="shortcut='D'"):
         build_encoder("resnet18", shortcut="D")
@@ -277,11 +277,12 @@ def test_user_errors_are_one_line_medseg_errors() -> None:
 
 
 def test_encoders_import_nothing_else_from_medseg() -> None:
-    """The package must stay usable on its own: only torch, MONAI's factories and medseg.errors."""
+    """The package must stay usable on its own: only torch, MONAI's factories and medseg's leaf modules."""
     import subprocess
     import sys
 
     code = "import sys, medseg.encoders; print(' '.join(m for m in sys.modules if m.startswith('medseg')))"
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
-    assert loaded == {"medseg", "medseg.errors", "medseg.encoders", "medseg.encoders.base",
-                      "medseg.encoders.registry", "medseg.encoders.resnet", "medseg.encoders.weights"}  # fmt: skip
+    assert loaded == {"medseg", "medseg.errors", "medseg.registry", "medseg.encoders", "medseg.encoders.base",
+                      "medseg.encoders.norms", "medseg.encoders.registry", "medseg.encoders.resnet",
+                      "medseg.encoders.weights"}  # fmt: skip
