@@ -1,13 +1,19 @@
 """Segmentation models behind one registry.
 
 ``build_model(name, spatial_dims=2, in_channels=1, out_channels=2, **options)`` builds ``unet``,
-``unet_resnet``, ``dual_unet_resnet`` or ``fcn``; ``list_models()`` names them and
-``model_description(name)`` says what each is. Every model returns logits of its input's spatial
-size, sets ``num_outputs`` and ``build_args`` (``build_model(**model.build_args)`` rebuilds it).
-``fold_batch_norms(model)`` folds an eval-mode model's batch norms into its convs for inference.
+``unet_resnet``, ``dual_unet_resnet`` or ``fcn``; ``list_models()`` names them (in that order, the
+order they are imported and registered in below) and ``model_description(name)`` says what each
+is. Every model is a :class:`SegmentationModel` and returns logits of its input's spatial size; it
+has ``num_outputs``, and ``build_model`` records ``build_args`` (``build_model(**model.build_args)``
+rebuilds it). ``fold_batch_norms(model)`` folds an eval-mode model's batch norms into its convs for
+inference.
 """
 
-from medseg.models import dual_unet, fcn, unet, unet_resnet  # noqa: F401  (registers the models)
+# isort: off
+from medseg.models import unet, unet_resnet, dual_unet, fcn  # noqa: F401  (registers the models, in listing order)
+
+# isort: on
+from medseg.models.base import EncoderModel, SegmentationModel
 from medseg.models.dual_unet import DualUNetResNet
 from medseg.models.fcn import FCN
 from medseg.models.folding import fold_batch_norms
@@ -18,6 +24,8 @@ from medseg.models.unet_resnet import UNetResNet
 __all__ = [
     "FCN",
     "DualUNetResNet",
+    "EncoderModel",
+    "SegmentationModel",
     "UNet",
     "UNetResNet",
     "build_model",

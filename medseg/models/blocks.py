@@ -1,18 +1,20 @@
 """Building blocks shared by the decoders: conv-norm-act, squeeze-and-excite, ASPP, up-sampling, padding.
 
 Every block takes ``spatial_dims`` and builds its layers through MONAI's factories
-(``Conv[Conv.CONV, spatial_dims]``, ``Norm[...]``, ``Pool[...]``), so one code path serves 2D and 3D.
+(``Conv[Conv.CONV, spatial_dims]``, ``Pool[...]``; norms from :mod:`medseg.encoders.norms`, shared with the
+encoders), so one code path serves 2D and 3D.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers.factories import Conv, Norm, Pool
+from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
+from medseg.encoders.norms import make_norm
 from medseg.errors import MedsegError
 
 #: How inputs are padded up to the multiple a network needs. ``replicate`` repeats the edge
@@ -24,21 +26,12 @@ PAD_MODE = "replicate"
 LINEAR_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
-def _batch(spatial_dims: int, channels: int) -> nn.Module:
-    return Norm[Norm.BATCH, spatial_dims](channels)
+#: The decoders' ``norm=`` choices, built by the encoders' factory (:func:`medseg.encoders.norms.make_norm`).
+#: ``"none"`` is left out: the decoder convolutions have no bias, a norm supplies it.
+DECODER_NORMS = ("batch", "instance", "group")
 
-
-def _instance(spatial_dims: int, channels: int) -> nn.Module:
-    return Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
-
-
-def _group(spatial_dims: int, channels: int) -> nn.Module:
-    groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
-
-
-#: Normalisation layers by option name: ``norm="batch"|"instance"|"group"``.
-NORMS: dict[str, Callable[[int, int], nn.Module]] = {"batch": _batch, "instance": _instance, "group": _group}
+#: The ``groups`` the decoders give the factory: ``norm="group"`` has ``gcd(8, channels)`` groups.
+DECODER_NORM_GROUPS = 8
 
 
 def check_choice(field: str, value: object, choices: Sequence[object]) -> None:
@@ -61,12 +54,6 @@ def check_channels(field: str, values: Sequence[int], length: int | None = None)
     return out
 
 
-def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
-    """A normalisation layer chosen by name (see :data:`NORMS`)."""
-    check_choice("norm", norm, list(NORMS))
-    return NORMS[norm](spatial_dims, channels)
-
-
 class ConvNormAct(nn.Sequential):
     """Convolution (no bias), normalisation, in-place ReLU; ``padding`` keeps the size at stride 1."""
 
@@ -83,7 +70,8 @@ class ConvNormAct(nn.Sequential):
         conv = Conv[Conv.CONV, spatial_dims](
             in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation, bias=False
         )
-        layers: list[nn.Module] = [conv, make_norm(norm, spatial_dims, out_channels)]
+        check_choice("norm", norm, DECODER_NORMS)
+        layers: list[nn.Module] = [conv, make_norm(norm, spatial_dims, out_channels, DECODER_NORM_GROUPS)]
         if act:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)

@@ -26,18 +26,10 @@ import torch
 from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
-from medseg.models.blocks import (
-    ASPP,
-    NORMS,
-    DoubleConv,
-    check_channels,
-    check_choice,
-    crop_to,
-    pad_to_multiple,
-    resize,
-)
-from medseg.models.registry import as_list, register_model
-from medseg.models.unet_resnet import UNetDecoder, make_encoder
+from medseg.models.base import EncoderModel
+from medseg.models.blocks import ASPP, DECODER_NORMS, DoubleConv, check_channels, check_choice, resize
+from medseg.models.registry import register_model
+from medseg.models.unet_resnet import UNetDecoder
 
 
 def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -57,7 +49,7 @@ def _nearest_map(reductions: Sequence[int], target: int) -> int:
 
 
 @register_model("dual_unet_resnet", "Dual U-Net (DoubleU-Net, Jha 2020): ResNet net 1 + ASPP + SE, gated net 2")
-class DualUNetResNet(nn.Module):
+class DualUNetResNet(EncoderModel):
     """Two stacked U-Nets; the second sees the input gated by the first one's foreground probability.
 
     Network 1: a registered encoder (default ``resnet34``), ASPP (rates 6, 12, 18 and image pooling),
@@ -68,14 +60,9 @@ class DualUNetResNet(nn.Module):
     nearest reduction, a 1x1 head: ``out2``.
 
     Returns: in training mode the tuple ``(out2, out1)`` (final first, for deep supervision); in eval
-    mode ``out2`` alone, which is the prediction. Both are logits of the input's size (inputs are
-    padded inside, replicate at the far end, and cropped back).
+    mode ``out2`` alone, which is the prediction.
 
-    Args:
-        spatial_dims: 2 or 3.
-        in_channels: input channels.
-        out_channels: classes, background included.
-        encoder: network 1's encoder, a name from ``medseg.encoders.list_encoders()``.
+    Args (besides those of :class:`~medseg.models.base.EncoderModel`, which builds network 1's encoder):
         decoder_channels: network 1's decoder channels, deepest first (as ``unet_resnet``).
         features2: network 2's encoder channels per level, shallowest first; decoder 2 mirrors them.
             The paper's are (32, 64, 128, 256); the default halves them, which halves the model's
@@ -84,19 +71,12 @@ class DualUNetResNet(nn.Module):
         aspp_channels: ASPP output channels (64 in DoubleU-Net).
         se: squeeze-and-excite in decoder 1, encoder 2 and decoder 2 (``False`` for the ablation).
         norm: normalisation of the decoder and network-2 blocks.
-        encoder_options: keyword options for ``build_encoder``.
-        encoder_weights: a local pretrained state-dict file for network 1's encoder (recorded as
-            ``None`` in ``build_args``: an initialisation, not architecture).
     """
 
     num_outputs = 2
 
     def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        out_channels: int = 2,
-        *,
+        self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2, *,
         encoder: str = "resnet34",
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         features2: Sequence[int] = (16, 32, 64, 128),
@@ -107,16 +87,15 @@ class DualUNetResNet(nn.Module):
         encoder_options: dict[str, Any] | None = None,
         encoder_weights: str | None = None,
     ) -> None:
-        super().__init__()
         check_choice("aspp", aspp, [True, False])
         check_choice("se", se, [True, False])
-        check_choice("norm", norm, list(NORMS))
+        check_choice("norm", norm, DECODER_NORMS)
         feats2 = check_channels("features2", features2, length=1)
         (aspp_ch,) = check_channels("aspp_channels", [aspp_channels])
         conv = Conv[Conv.CONV, spatial_dims]
 
         # network 1
-        self.encoder = make_encoder(encoder, spatial_dims, in_channels, encoder_options, encoder_weights)
+        super().__init__(spatial_dims, in_channels, encoder, encoder_options, encoder_weights)
         enc_ch, red = list(self.encoder.out_channels), list(self.encoder.reductions)
         self.aspp1 = ASPP(spatial_dims, enc_ch[-1], aspp_ch, norm=norm) if aspp else nn.Identity()
         self.decoder1 = UNetDecoder(
@@ -139,17 +118,9 @@ class DualUNetResNet(nn.Module):
         self.head2 = conv(feats2[0], out_channels, 1)
 
         self.multiple = max(*red, 2 ** len(feats2))
-        self.build_args = as_list({
-            "name": "dual_unet_resnet", "spatial_dims": spatial_dims, "in_channels": in_channels,
-            "out_channels": out_channels, "encoder": encoder,
-            "decoder_channels": [int(c) for c in decoder_channels][: len(self.decoder1.blocks)], "features2": feats2,
-            "aspp": aspp, "aspp_channels": aspp_ch, "se": se, "norm": norm,
-            "encoder_options": dict(encoder_options or {}), "encoder_weights": None,
-        })
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Training: ``(out2, out1)``; eval: ``out2``. Logits of the input's spatial size."""
-        x, size = pad_to_multiple(x, self.multiple)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Training: ``(out2, out1)``; eval: ``out2``."""
         # network 1
         feats1 = self.encoder(x)
         out1 = self.head1(self.decoder1([*feats1[:-1], self.aspp1(feats1[-1])], x.shape[2:]))
@@ -163,7 +134,9 @@ class DualUNetResNet(nn.Module):
         for block, skip2, j in zip(self.decoder2, reversed(skips2), reversed(self.skip1)):
             size_l = skip2.shape[2:]
             h = block(torch.cat([resize(h, size_l), skip2, resize(feats1[j], size_l, "linear")], dim=1))
-        out2 = crop_to(self.head2(h), size)
-        if self.training:
-            return out2, crop_to(out1, size)
-        return out2
+        out2 = self.head2(h)
+        return (out2, out1) if self.training else out2
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Network 1's decoder channels as its decoder uses them, as ints; ``encoder_options`` as a mapping."""
+        return {**super().resolved_options(), "decoder_channels": list(self.decoder1.channels)}

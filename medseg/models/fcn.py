@@ -15,64 +15,42 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.models.blocks import check_choice, crop_to, pad_to_multiple, resize
-from medseg.models.registry import as_list, register_model
-from medseg.models.unet_resnet import make_encoder
+from medseg.models.base import EncoderModel
+from medseg.models.blocks import check_choice, resize
+from medseg.models.registry import register_model
 
 #: Variant name -> number of encoder stages scored (deepest first).
 VARIANTS = {"fcn32s": 1, "fcn16s": 2, "fcn8s": 3}
 
 
 @register_model("fcn", "FCN baseline (Long 2015) on a registered encoder (default resnet34); fcn8s/16s/32s")
-class FCN(nn.Module):
+class FCN(EncoderModel):
     """Fully convolutional network with skip fusion by up-sample-and-add.
 
-    Args:
-        spatial_dims: 2 or 3.
-        in_channels: input channels.
-        out_channels: classes, background included.
-        encoder: a name from ``medseg.encoders.list_encoders()``.
+    Args (besides those of :class:`~medseg.models.base.EncoderModel`):
         variant: ``"fcn8s"`` (default; scores of the last three stages), ``"fcn16s"`` (two) or
             ``"fcn32s"`` (the deepest only).
-        encoder_options: keyword options for ``build_encoder``.
-        encoder_weights: a local pretrained state-dict file for ``load_pretrained`` (recorded as
-            ``None`` in ``build_args``: it is an initialisation, not architecture).
     """
 
-    num_outputs = 1
-
     def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        out_channels: int = 2,
-        *,
+        self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2, *,
         encoder: str = "resnet34",
         variant: str = "fcn8s",
         encoder_options: dict[str, Any] | None = None,
         encoder_weights: str | None = None,
     ) -> None:
-        super().__init__()
         check_choice("variant", variant, list(VARIANTS))
-        self.encoder = make_encoder(encoder, spatial_dims, in_channels, encoder_options, encoder_weights)
+        super().__init__(spatial_dims, in_channels, encoder, encoder_options, encoder_weights)
         stages = VARIANTS[variant]
         if len(self.encoder.out_channels) < stages:
             raise MedsegError(f"model option variant={variant}: encoder {encoder} has only "
                               f"{len(self.encoder.out_channels)} feature maps; use fcn32s or a deeper encoder")
         channels = list(self.encoder.out_channels)[::-1][:stages]  # deepest first
         self.scores = nn.ModuleList(Conv[Conv.CONV, spatial_dims](c, out_channels, 1) for c in channels)
-        self.multiple = max(self.encoder.reductions)
-        self.build_args = as_list({
-            "name": "fcn", "spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
-            "encoder": encoder, "variant": variant, "encoder_options": dict(encoder_options or {}),
-            "encoder_weights": None,
-        })
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape ``(N, out_channels, *x.shape[2:])`` for any input size."""
-        x, size = pad_to_multiple(x, self.multiple)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)[::-1]  # deepest first
         out = self.scores[0](features[0])
         for score, feature in zip(self.scores[1:], features[1:]):
             out = resize(out, feature.shape[2:], "linear") + score(feature)
-        return crop_to(resize(out, x.shape[2:], "linear"), size)
+        return resize(out, x.shape[2:], "linear")

@@ -13,40 +13,24 @@ import torch
 from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
-from medseg.models.blocks import (
-    NORMS,
-    DoubleConv,
-    UpSample,
-    check_channels,
-    check_choice,
-    crop_to,
-    pad_to_multiple,
-)
-from medseg.models.registry import as_list, register_model
+from medseg.models.base import SegmentationModel
+from medseg.models.blocks import DECODER_NORMS, DoubleConv, UpSample, check_channels, check_choice
+from medseg.models.registry import register_model
 
 
 @register_model("unet", "Classic U-Net (Ronneberger 2015): double conv-norm-ReLU, max-pool, up-conv, skips")
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """Classic U-Net.
 
-    Args:
-        spatial_dims: 2 or 3.
-        in_channels: input channels.
-        out_channels: classes, background included (the logits' channels).
+    Args (besides those of :class:`~medseg.models.base.SegmentationModel`):
         features: channels per level, shallowest first; ``len(features) - 1`` poolings, so inputs
             are padded to a multiple of ``2 ** (len(features) - 1)`` inside and cropped back.
         upsample: ``"deconv"`` (transposed conv) or ``"interp"`` (1x1 conv + bi/trilinear).
         norm: ``"batch"``, ``"instance"`` or ``"group"``.
     """
 
-    num_outputs = 1
-
     def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        out_channels: int = 2,
-        *,
+        self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int = 2, *,
         features: Sequence[int] = (32, 64, 128, 256, 512),
         upsample: str = "deconv",
         norm: str = "batch",
@@ -54,11 +38,7 @@ class UNet(nn.Module):
         super().__init__()
         feats = check_channels("features", features, length=2)
         check_choice("upsample", upsample, UpSample.MODES)
-        check_choice("norm", norm, list(NORMS))
-        self.build_args = as_list({
-            "name": "unet", "spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels,
-            "features": feats, "upsample": upsample, "norm": norm,
-        })
+        check_choice("norm", norm, DECODER_NORMS)
         self.spatial_dims = spatial_dims
         self.multiple = 2 ** (len(feats) - 1)
         self.pool = Pool[Pool.MAX, spatial_dims](2)
@@ -70,9 +50,7 @@ class UNet(nn.Module):
         self.decode = nn.ModuleList(DoubleConv(spatial_dims, 2 * c, c, norm=norm) for c in deep[1:])
         self.head = Conv[Conv.CONV, spatial_dims](feats[0], out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape ``(N, out_channels, *x.shape[2:])`` for any input size."""
-        x, size = pad_to_multiple(x, self.multiple)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips: list[torch.Tensor] = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
@@ -80,4 +58,4 @@ class UNet(nn.Module):
         x = skips.pop()
         for up, block in zip(self.up, self.decode):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-        return crop_to(self.head(x), size)
+        return self.head(x)
