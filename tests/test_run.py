@@ -67,7 +67,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_checkpoint_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(MedsegError, match="--checkpoint last"):
+    with pytest.raises(MedsegError, match=r"--checkpoint last"):
         read_checkpoint(tmp_path, "best")
     save_weights(tmp_path / "best.safetensors", nn.Linear(1, 1), {"epoch": 1})
     with pytest.raises(MedsegError, match="not written by medseg train"):
@@ -101,7 +101,7 @@ def test_run_dirs_are_unique_and_latest_follows(tmp_path: Path) -> None:
     point_latest(second)
     assert (tmp_path / "latest").resolve() == second.resolve()
     assert find_run(tmp_path / "latest") == second.resolve()
-    with pytest.raises(MedsegError, match="no config.yaml"):
+    with pytest.raises(MedsegError, match=r"no config\.yaml"):
         find_run(first)
 
 

@@ -89,10 +89,10 @@ def test_step_with_non_finite_gradients_is_skipped_not_applied(
 def test_validation_dice_is_what_prediction_and_evaluation_give(tiny_nuclei: Path, tmp_path: Path) -> None:
     """Validation in training and medseg predict + evaluate share one sliding window: same Dice."""
     from medseg.config import load_config
+    from medseg.data.io import read_image
     from medseg.data.resolve import resolve_data
     from medseg.evaluation.evaluate import evaluate_arrays
     from medseg.inference import Predictor
-    from medseg.data.io import read_image
 
     run = tmp_path / "run"
     assert runner.invoke(app, tiny_args("unet", tiny_nuclei, run, epochs=2)).exit_code == 0
