@@ -101,7 +101,7 @@ def _print_check(report: CheckReport, fp: Fingerprint | None) -> None:
 
 @data_app.command("synth")
 def synth_command(
-    kind: Annotated[str, typer.Option("--kind", help="nuclei2d (2D microscopy PNG) or organ3d (3D CT-like NIfTI).")],
+    kind: Annotated[str, typer.Option("--kind", help="Demo: nuclei2d (2D microscopy PNG) or organ3d (3D CT-like NIfTI); unlike the demo (benchmarks/time_to_dice.py): micro2d_small, derm2d_rgb, ct3d_lesion, mri3d_2ch.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset to (new, empty, or an earlier demo).")],
     cases: Annotated[int | None, typer.Option("--cases", help="Training cases (default 40 / 12); test cases: a fifth.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
