@@ -4,6 +4,10 @@ A config has four sections (``model``, ``data``, ``train``, ``inference``) plus 
 name other configs in ``base:`` (built-in names such as ``nuclei2d`` or paths); later values win.
 Every mistake is one line that names the file and the key: unknown keys, wrong types and
 impossible values alike.
+
+Values left at ``None`` are *planned*: :mod:`medseg.planning` chooses them from the dataset's
+fingerprint, the machine and the time budget when training starts, and the run records which were
+planned and why. A value set anywhere (a config file, a flag, ``--set``) is never replaced.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which network to build; ``options`` go to :func:`medseg.models.build_model` unchanged."""
 
-    name: str = DEFAULT_MODEL
+    name: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -38,22 +42,27 @@ class DataConfig(_Section):
 
     path: str | None = None
     demo: Literal["nuclei2d", "organ3d"] = "nuclei2d"
-    preset: Literal["ct", "mri", "gray2d", "rgb2d"] | None = None
-    patch_size: list[int] = Field(default_factory=lambda: [128, 128])
+    preset: Literal["ct", "mri", "zscore", "gray2d", "rgb2d"] | None = None
+    patch_size: list[int] | None = None
     spacing: list[float] | None = None
-    ct_window: tuple[float, float] = (-175.0, 250.0)
+    ct_window: tuple[float, float] | None = None
+    #: CT normalisation statistics per channel (``clip``: low, high pairs; ``mean``; ``std``), planned
+    #: from the fingerprint's foreground unless ``ct_window`` is set.
+    intensity: dict[str, list[float]] | None = None
+    #: Share of training patches centred on each class, background first (planned: equal shares).
+    class_ratios: list[float] | None = None
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     fold: int | None = Field(None, ge=0)
     num_folds: int = Field(5, ge=2)
-    num_samples: int = Field(2, ge=1)
+    num_samples: int | None = Field(None, ge=1)
     elastic: bool = False
     cache: Literal["none", "memory", "disk"] = "memory"
     num_workers: int = Field(0, ge=0)
 
     @field_validator("patch_size")
     @classmethod
-    def _patch(cls, value: list[int]) -> list[int]:
-        if len(value) not in (2, 3) or any(v < 8 for v in value):
+    def _patch(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) not in (2, 3) or any(v < 8 for v in value)):
             raise ValueError("must list 2 or 3 sizes, each at least 8, e.g. [128, 128] or [96, 96, 64]")
         return value
 
@@ -68,8 +77,8 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     """Optimisation, schedule, validation cadence and the hardware path."""
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(4, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -79,7 +88,7 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(12.0, gt=0)
     loss: Literal["dice_ce", "dice_focal"] = "dice_ce"
     deep_supervision_weights: list[float] = Field(default_factory=lambda: [1.0, 0.5])
-    val_every: int = Field(1, ge=1)
+    val_every: int | None = Field(None, ge=1)
     early_stopping: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
     steps_per_epoch: int | None = Field(None, ge=1)
@@ -113,12 +122,35 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        if self.data.spacing is not None and len(self.data.patch_size) != 3:
+        if self.data.spacing is not None and self.data.patch_size is not None and len(self.data.patch_size) != 3:
             raise ValueError("data.spacing is for 3D data; set a 3-number data.patch_size or remove data.spacing")
         return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def completes(self, requested: ExperimentConfig) -> bool:
+        """True when every value ``requested`` sets is the same here: this is ``requested`` planned."""
+        return _is_subset(requested.model_dump(mode="json", exclude_none=True), self.model_dump(mode="json"))
+
+    def needs_planning(self) -> bool:
+        """True when any value that sizes the run is left to the planner.
+
+        A config that fixes the model, the normalisation, the patch, the batch and the epochs (as the
+        demo's does) runs as it is: ``steps_per_epoch`` left unset then means one pass over the data.
+        """
+        return any(getattr(getattr(self, section), key) is None for section, key in _PRIMARY)
+
+
+def _is_subset(part: Any, whole: Any) -> bool:
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(k in whole and _is_subset(v, whole[k]) for k, v in part.items())
+    return bool(part == whole)
+
+
+#: The values whose absence makes :mod:`medseg.planning` plan the run (and everything else left unset).
+_PRIMARY = (("model", "name"), ("data", "preset"), ("data", "patch_size"), ("train", "epochs"),
+            ("train", "batch_size"))
 
 
 def builtin_configs() -> list[str]:
@@ -245,23 +277,38 @@ def resolve_config(
 ) -> ExperimentConfig:
     """Compose the experiment config the way ``medseg train`` does.
 
-    Order, later wins: the ``config`` file (or the built-in config of ``model``, default
-    ``dual_unet_resnet``), the built-in model section when ``model`` differs from the file's, the
-    explicit ``overrides`` (``{"train": {"epochs": 3}}``), then ``--set`` items.
+    Order, later wins: the built-in config of the model (``configs/<model>.yaml``: its architecture,
+    never a dataset's sizes), the ``config`` file (its model section replaced by the built-in one
+    when ``model`` names another model), the explicit ``overrides`` (``{"train": {"epochs": 3}}``),
+    then ``--set`` items. Without a dataset (no ``data.path``) the demo task's config
+    (``data.demo``: ``nuclei2d`` or ``organ3d``) goes underneath everything and the model defaults
+    to ``dual_unet_resnet``; with one, whatever is left unset is planned when training starts.
     """
-    source = str(config) if config else f"built-in config '{model or DEFAULT_MODEL}'"
-    raw = load_raw(config) if config else _builtin_for(model or DEFAULT_MODEL)
-    if model and raw.get("model", {}).get("name", DEFAULT_MODEL) != model:
-        raw["model"] = _builtin_for(model).get("model", {"name": model})
+    user = load_raw(config) if config else {}
+    file_model = user.get("model", {}).get("name")
+    if model and file_model and file_model != model:
+        user = {**user, "model": {"name": model}}
+    raw = deep_merge(_builtin_for(model or file_model) if (model or file_model) else {}, user)
     raw = deep_merge(raw, overrides or {})
     extra = parse_set(sets)
-    if extra:
-        raw = deep_merge(raw, extra)
-        source += " with --set"
-    return validate(raw, source)
+    raw = _with_demo(deep_merge(raw, extra))
+    source = str(config) if config else f"built-in config '{model or DEFAULT_MODEL}'"
+    return validate(raw, source + (" with --set" if extra else ""))
+
+
+def _with_demo(raw: dict[str, Any]) -> dict[str, Any]:
+    """Without a dataset, the demo task's config (and the default model) go underneath ``raw``."""
+    data = raw.get("data") or {}
+    if data.get("path"):
+        return raw
+    below = load_raw(str(data.get("demo") or "nuclei2d"))
+    if not (raw.get("model") or {}).get("name"):
+        below = deep_merge(below, _builtin_for(DEFAULT_MODEL))
+    return deep_merge(below, raw)
 
 
 def _builtin_for(model: str) -> dict[str, Any]:
+    """The built-in config of ``model`` (architecture choices only), or just its name."""
     path = CONFIG_DIR / f"{model}.yaml"
     if path.is_file():
         return load_raw(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -98,14 +98,21 @@ class Preprocess:
         """A copy with ``changes`` (a frozen dataclass's ``replace``)."""
         return replace(self, **changes)
 
-    def transforms(self, stage: str, *, label: bool | None = None, elastic: bool = False, num_samples: int = 2) -> Any:
-        """The MONAI pipeline of ``stage`` (``train``, ``val``, ``infer``) for this contract."""
+    def transforms(
+        self, stage: str, *, label: bool | None = None, elastic: bool = False, num_samples: int = 2,
+        class_ratios: Sequence[float] | None = None,
+    ) -> Any:
+        """The MONAI pipeline of ``stage`` (``train``, ``val``, ``infer``) for this contract.
+
+        ``elastic``, ``num_samples`` and ``class_ratios`` shape the training crops and augmentation only.
+        """
         from medseg.data.transforms import build_transforms
 
         return build_transforms(
             stage, preset=self.preset, spatial_dims=self.spatial_dims, patch_size=list(self.patch_size),
-            spacing=self.spacing, ct_window=self.ct_window,
+            spacing=self.spacing, ct_window=self.ct_window, intensity=self.intensity,
             label=(stage != "infer") if label is None else label, elastic=elastic, num_samples=num_samples,
+            class_ratios=class_ratios,
         )
 
 

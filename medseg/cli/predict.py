@@ -48,6 +48,8 @@ def predict(
             predictor, inputs, output,
             on_progress=lambda src, i, n: progress.update(task, completed=i, name=src.name),
         )
+    for source, warning in report.warnings:
+        typer.echo(f"warning: {source}: {warning}", err=True)
     for source, target in report.written:
         typer.echo(f"{source} -> {target}")
     for source, reason in report.failed:

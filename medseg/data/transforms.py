@@ -8,10 +8,18 @@ sliding-window inference over ``patch_size``) and are invertible with ``monai.tr
 
 Presets (``preset`` in the config):
 
-- ``ct``: clip to the HU window ``ct_window`` and scale it to [0, 1];
+- ``ct``: with dataset statistics (``intensity``: ``clip`` low/high and ``mean``/``std`` of the
+  foreground, per channel, as nnU-Net's CT scheme), clip to them and z-score; without, clip to the HU
+  window ``ct_window`` and scale it to [0, 1] (runs planned before the fingerprint existed);
 - ``mri``: z-score over non-zero voxels, per channel;
+- ``zscore``: z-score over the whole image, per channel (what the planner uses for 2D images and
+  for volumes whose non-zero region is most of the image);
 - ``gray2d``: scale each image to [0, 1] (min-max);
 - ``rgb2d``: scale each channel to [0, 1] (min-max per channel).
+
+Training crops are centred by class when ``class_ratios`` is given (``RandCropByLabelClassesd`` on
+indices computed once in the cached part), so a rare class is in a known share of the patches;
+otherwise half of them on foreground (``RandCropByPosNegLabeld``).
 
 Labels are one channel of integer class indices (stored as float32, resampled with nearest neighbour).
 """
@@ -19,11 +27,13 @@ Labels are one channel of integer class indices (stored as float32, resampled wi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from monai.transforms import (
+    ClassesToIndicesd,
     Compose,
+    DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
     MapTransform,
@@ -32,6 +42,7 @@ from monai.transforms import (
     Rand2DElasticd,
     Rand3DElasticd,
     RandAffined,
+    RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
@@ -49,20 +60,33 @@ from medseg.errors import MedsegError
 STAGES = ("train", "val", "infer")
 
 
-def _ct(window: tuple[float, float]) -> list[MapTransform]:
+Intensity = Mapping[str, Sequence[float]]
+
+
+def _ct(window: tuple[float, float], intensity: Intensity | None) -> list[MapTransform]:
+    if intensity is not None:
+        low, high = min(intensity["clip"][0::2]), max(intensity["clip"][1::2])
+        return [
+            ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=low, b_max=high, clip=True),
+            NormalizeIntensityd("image", subtrahend=list(intensity["mean"]), divisor=list(intensity["std"]),
+                                channel_wise=True),
+        ]
     lo, hi = float(window[0]), float(window[1])
     if not hi > lo:
         raise MedsegError(f"data.ct_window {list(window)}: the upper HU bound must exceed the lower, e.g. [-175, 250]")
     return [ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
 
 
-_PRESETS: dict[str, Callable[[tuple[float, float]], list[MapTransform]]] = {
+_PRESETS: dict[str, Callable[[tuple[float, float], Intensity | None], list[MapTransform]]] = {
     "ct": _ct,
-    "mri": lambda _: [NormalizeIntensityd("image", nonzero=True, channel_wise=True)],
-    "gray2d": lambda _: [ScaleIntensityd("image", minv=0.0, maxv=1.0)],
-    "rgb2d": lambda _: [ScaleIntensityd("image", minv=0.0, maxv=1.0, channel_wise=True)],
+    "mri": lambda *_: [NormalizeIntensityd("image", nonzero=True, channel_wise=True)],
+    "zscore": lambda *_: [NormalizeIntensityd("image", channel_wise=True)],
+    "gray2d": lambda *_: [ScaleIntensityd("image", minv=0.0, maxv=1.0)],
+    "rgb2d": lambda *_: [ScaleIntensityd("image", minv=0.0, maxv=1.0, channel_wise=True)],
 }
-_NOISE_STD = {"ct": 0.02, "mri": 0.1, "gray2d": 0.03, "rgb2d": 0.03}  # in normalised units
+#: Augmentation noise in normalised units: z-scored images have unit spread, [0, 1] ones far less.
+_NOISE_STD = {"ct": 0.02, "mri": 0.1, "zscore": 0.1, "gray2d": 0.03, "rgb2d": 0.03}
+_INDICES_KEY = "label_cls_indices"
 
 
 def presets() -> list[str]:
@@ -89,6 +113,7 @@ def deterministic_transforms(
     spatial_dims: int,
     spacing: Sequence[float] | None = None,
     ct_window: Sequence[float] = (-175.0, 250.0),
+    intensity: Intensity | None = None,
     label: bool = True,
 ) -> list[MapTransform]:
     """Load, channel first, (3D) RAS + spacing, normalisation: the part shared by every stage."""
@@ -105,7 +130,7 @@ def deterministic_transforms(
         if spacing is not None:
             modes = ("bilinear", "nearest")[: len(keys)]
             steps.append(Spacingd(keys, pixdim=[float(s) for s in spacing], mode=modes, dtype=np.float32))
-    steps += _PRESETS[preset]((float(ct_window[0]), float(ct_window[1])))
+    steps += _PRESETS[preset]((float(ct_window[0]), float(ct_window[1])), intensity)
     return steps
 
 
@@ -116,17 +141,13 @@ def train_augmentations(
     patch_size: Sequence[int],
     elastic: bool = False,
     num_samples: int = 2,
+    class_ratios: Sequence[float] | None = None,
 ) -> list[MapTransform]:
-    """Pad to the patch, foreground-balanced crops, flips, 90° turns, small affine, intensity, (elastic)."""
+    """Pad to the patch, crops (by class, or half on foreground), flips, 90° turns, small affine,
+    intensity, (elastic)."""
     keys = ["image", "label"]
     patch = [int(p) for p in patch_size]
-    steps: list[MapTransform] = [
-        SpatialPadd(keys, spatial_size=patch),
-        RandCropByPosNegLabeld(
-            keys, label_key="label", spatial_size=patch, pos=1.0, neg=1.0, num_samples=num_samples,
-            image_key="image", allow_smaller=False,
-        ),
-    ]
+    steps: list[MapTransform] = [SpatialPadd(keys, spatial_size=patch), *_crops(patch, num_samples, class_ratios)]
     steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
     if patch[0] == patch[1]:  # a quarter turn in the (first two axes) plane keeps the patch shape
         steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
@@ -153,6 +174,25 @@ def train_augmentations(
     return steps
 
 
+def _crops(patch: list[int], num_samples: int, class_ratios: Sequence[float] | None) -> list[MapTransform]:
+    """Patch centres by class ratio (indices found once, in the cached part), or pos/neg 1:1."""
+    if class_ratios is None:
+        return [RandCropByPosNegLabeld(
+            ["image", "label"], label_key="label", spatial_size=patch, pos=1.0, neg=1.0, num_samples=num_samples,
+            image_key="image", allow_smaller=False,
+        )]
+    ratios = [float(r) for r in class_ratios]
+    return [
+        ClassesToIndicesd("label", num_classes=len(ratios), indices_postfix="_cls_indices",
+                          max_samples_per_class=200_000),
+        RandCropByLabelClassesd(
+            ["image", "label"], label_key="label", spatial_size=patch, ratios=ratios, num_classes=len(ratios),
+            num_samples=num_samples, indices_key=_INDICES_KEY, allow_smaller=False, warn=False,
+        ),
+        DeleteItemsd(_INDICES_KEY),
+    ]
+
+
 def build_transforms(
     stage: str,
     *,
@@ -161,8 +201,10 @@ def build_transforms(
     patch_size: Sequence[int],
     spacing: Sequence[float] | None = None,
     ct_window: Sequence[float] = (-175.0, 250.0),
+    intensity: Intensity | None = None,
     elastic: bool = False,
     num_samples: int = 2,
+    class_ratios: Sequence[float] | None = None,
     label: bool = True,
 ) -> Compose:
     """The transform pipeline of one stage (``train``, ``val`` or ``infer``) on keys ``image``/``label``.
@@ -175,10 +217,12 @@ def build_transforms(
     if stage == "train" and not label:
         raise MedsegError("stage 'train' needs labels; use label=True")
     steps = deterministic_transforms(
-        preset=preset, spatial_dims=spatial_dims, spacing=spacing, ct_window=tuple(ct_window), label=label
+        preset=preset, spatial_dims=spatial_dims, spacing=spacing, ct_window=tuple(ct_window), intensity=intensity,
+        label=label,
     )
     if stage == "train":
         steps += train_augmentations(
-            preset=preset, spatial_dims=spatial_dims, patch_size=patch_size, elastic=elastic, num_samples=num_samples
+            preset=preset, spatial_dims=spatial_dims, patch_size=patch_size, elastic=elastic, num_samples=num_samples,
+            class_ratios=class_ratios,
         )
     return Compose(steps)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.config import ExperimentConfig, resolve_config
+from medseg.config import ExperimentConfig, load_config, resolve_config
 from medseg.data.io import read_image
 from medseg.data.resolve import resolve_data
 from medseg.errors import MedsegError
@@ -134,7 +134,7 @@ def _train_or_reuse(cfg: ExperimentConfig, run_dir: Path, reuse: bool, quiet: bo
     """Train into ``run_dir`` unless ``reuse`` and a finished run with the same config is there."""
     saved = run_dir / "config.yaml"
     finished = saved.is_file() and (run_dir / "best.safetensors").is_file()
-    if reuse and finished and saved.read_text(encoding="utf-8") == cfg.to_yaml():
+    if reuse and finished and load_config(saved).completes(cfg):  # the same request, maybe planned
         state = load_state(run_dir / "state.pt")
         return float(state["wall_seconds"]), int(state["epoch"])
     if run_dir.exists():

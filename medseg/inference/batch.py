@@ -18,6 +18,7 @@ class BatchReport:
 
     written: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def predict_many(
@@ -33,8 +34,10 @@ def predict_many(
     for i, source in enumerate(sources):
         target = output_path(source, out, multiple)
         try:
-            predictor.predict_file(source, target)
+            result = predictor.predict(source)
+            predictor.write(result, target)
             report.written.append((source, target))
+            report.warnings.extend((source, w) for w in result.warnings)
         except MedsegError as err:
             report.failed.append((source, str(err)))
         except Exception as err:  # a corrupt file must not stop the others

@@ -29,6 +29,8 @@ from medseg.inference.resample import affine_nd, to_original
 from medseg.inferer import SlidingWindow, tta_flips
 from medseg.models import fold_batch_norms
 from medseg.models.summary import count_parameters
+from medseg.planning.envelope import warnings_for
+from medseg.planning.measure import orientation
 from medseg.run import find_run, read_checkpoint, split_name
 
 
@@ -45,6 +47,8 @@ class Prediction:
     source: Path
     meta: io.ImageMeta | None = None
     probabilities: np.ndarray | None = field(default=None, repr=False)
+    #: Ways the input lies outside what the model was trained on (spacing, intensities, ...): one line each.
+    warnings: list[str] = field(default_factory=list)
 
 
 class Predictor:
@@ -142,6 +146,7 @@ class Predictor:
                 prepared = self.transform(data)
             except Exception as err:
                 raise user_error(path, err) from None
+            notes = self._outside_training(data["image"], meta)
             del data
             image: MetaTensor = prepared.pop("image")
             self._check_channels(path, image.shape[0])
@@ -155,7 +160,14 @@ class Predictor:
             del logits
         if self.inference.largest_component:
             keep_largest_components(labels, self.preprocess.foreground)
-        return Prediction(labels, path, meta, probabilities)
+        return Prediction(labels, path, meta, probabilities, notes)
+
+    def _outside_training(self, image: torch.Tensor, meta: io.ImageMeta) -> list[str]:
+        """Warnings for an input unlike the training data (runs planned from a fingerprint only)."""
+        env = self.preprocess.fingerprint
+        if not env:
+            return []
+        return warnings_for(env, tuple(meta.spacing), orientation(meta), int(image.shape[0]), image.numpy())
 
     def _check_channels(self, path: Path, channels: int) -> None:
         if channels != self.preprocess.in_channels:
@@ -219,12 +231,15 @@ class Predictor:
 
     # -- files ---------------------------------------------------------------------------------------
     def predict_file(self, source: Path | Sequence[Path], out: Path) -> Path:
-        """Segment ``source`` (a file, DICOM folder, or one file per channel) and write ``out`` in its geometry.
+        """Segment ``source`` (a file, DICOM folder, or one file per channel) and write ``out`` in its geometry."""
+        return self.write(self.predict(source), out)
+
+    def write(self, result: Prediction, out: Path) -> Path:
+        """Write a prediction as ``out`` in its input's geometry.
 
         With probabilities on, ``<out name>_prob_<class><ext>`` float32 maps go beside it (TIFF for 2D
         PNG/JPEG outputs, which cannot hold floats).
         """
-        result = self.predict(source)
         assert result.meta is not None
         io.write_like(result.labels, result.meta, out)
         if result.probabilities is not None:

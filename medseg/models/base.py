@@ -68,8 +68,8 @@ class SegmentationModel(nn.Module):
 
     #: How many outputs ``forward`` returns in training mode (1: a tensor, not a tuple).
     num_outputs: int = 1
-    #: The multiple every spatial size is padded up to.
-    multiple: int = 1
+    #: The multiple every spatial size is padded up to (one per axis, or one for all).
+    multiple: int | tuple[int, ...] = 1
     #: Keyword arguments that rebuild the model, ``build_model(**model.build_args)``; set by ``build_model``.
     build_args: dict[str, Any]
 

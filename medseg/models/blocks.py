@@ -144,21 +144,26 @@ class ASPP(nn.Module):
 
 
 class UpSample(nn.Module):
-    """Double the spatial size and map ``in_channels`` to ``out_channels``.
+    """Multiply the spatial size by ``scale`` (2, or one factor per axis) and map ``in_channels`` to
+    ``out_channels``.
 
-    ``mode="deconv"``: a learnable transposed conv, kernel 2, stride 2. ``mode="interp"``: a 1x1 conv
-    then bi/trilinear interpolation (the two commute, so the conv runs at the low resolution).
+    ``mode="deconv"``: a learnable transposed conv, kernel and stride ``scale``. ``mode="interp"``: a
+    1x1 conv then bi/trilinear interpolation (the two commute, so the conv runs at the low resolution).
     """
 
     MODES = ("deconv", "interp")
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, mode: str = "deconv") -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, mode: str = "deconv",
+        scale: int | Sequence[int] = 2,
+    ) -> None:
         super().__init__()
         check_choice("upsample", mode, self.MODES)
         self.mode = mode
         self.linear = LINEAR_MODE[spatial_dims]
+        self.scale = tuple(scale) if isinstance(scale, Sequence) else (int(scale),) * spatial_dims
         if mode == "deconv":
-            self.conv = Conv[Conv.CONVTRANS, spatial_dims](in_channels, out_channels, 2, stride=2)
+            self.conv = Conv[Conv.CONVTRANS, spatial_dims](in_channels, out_channels, self.scale, stride=self.scale)
         else:
             self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, 1)
 
@@ -166,7 +171,7 @@ class UpSample(nn.Module):
         x = self.conv(x)
         if self.mode == "deconv":
             return x
-        return F.interpolate(x, scale_factor=2.0, mode=self.linear, align_corners=False)
+        return F.interpolate(x, scale_factor=[float(s) for s in self.scale], mode=self.linear, align_corners=False)
 
 
 def resize(x: torch.Tensor, size: Sequence[int], mode: str = "nearest") -> torch.Tensor:
@@ -182,14 +187,17 @@ def resize(x: torch.Tensor, size: Sequence[int], mode: str = "nearest") -> torch
     return F.interpolate(x, size=size, mode=mode)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = PAD_MODE) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Pad the spatial axes of ``x`` at their far end up to a multiple of ``multiple``.
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int | Sequence[int], mode: str = PAD_MODE
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Pad the spatial axes of ``x`` at their far end up to a multiple of ``multiple`` (one per axis, or all).
 
     Returns the padded tensor and the original spatial size, for :func:`crop_to`. Nothing is copied
     when the size already fits.
     """
     size = tuple(int(s) for s in x.shape[2:])
-    extra = [(-s) % multiple for s in size]
+    multiples = tuple(multiple) if isinstance(multiple, Sequence) else (int(multiple),) * len(size)
+    extra = [(-s) % m for s, m in zip(size, multiples, strict=True)]
     if not any(extra):
         return x, size
     pads: list[int] = []

@@ -7,11 +7,15 @@ Numbers never wrap (``no_wrap``) and are short (4 significant digits, ``512x512x
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.table import Table
 
 from medseg.planning.records import Fingerprint
+
+if TYPE_CHECKING:  # plan imports display's helpers' users; only the type is needed here
+    from medseg.planning.plan import Plan
 
 
 def num(value: float | int | None) -> str:
@@ -94,3 +98,33 @@ def class_table(fp: Fingerprint) -> Table:
 def fingerprint_tables(fp: Fingerprint) -> list[Table]:
     """The three tables ``medseg data check`` prints."""
     return [geometry_table(fp), channel_table(fp), class_table(fp)]
+
+
+def _short(value: object) -> str:
+    """A config value in one short cell: numbers via :func:`num`, lists joined by ``x``, mappings by key."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return num(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, int | float) for v in value):
+        return "x".join(num(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+    return str(value)
+
+
+def plan_table(plan: Plan) -> Table:
+    """Every choice with its value and reason; the user's own values marked as such."""
+    table = Table(title="plan", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title_justify="left")
+    table.add_column("value", no_wrap=True)
+    table.add_column("choice", overflow="fold", max_width=28)
+    table.add_column("why", overflow="fold")
+    for choice in plan.choices:
+        why = choice.reason if choice.planned else "yours"
+        table.add_row(choice.key, _short(choice.value), why)
+    return table
+
+
+def plan_summary(plan: Plan) -> str:
+    """One line: the estimate the plan was chosen by."""
+    e = plan.estimate
+    return (f"plan: ≈{e.steps} steps of {e.step_seconds:.2f} s ({e.measured}), "
+            f"{e.validations} validations of ≈{e.validation_seconds:.0f} s")

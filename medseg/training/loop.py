@@ -30,6 +30,9 @@ from medseg.config import validate as validate_config
 from medseg.data.resolve import DataSetup, resolve_data
 from medseg.errors import MedsegError
 from medseg.inferer import SlidingWindow
+from medseg.planning import Fingerprint, analyse
+from medseg.planning.display import plan_summary, plan_table
+from medseg.planning.plan import Plan, plan_experiment
 from medseg.run import (
     Preprocess,
     checkpoint_metadata,
@@ -43,9 +46,9 @@ from medseg.training import checkpoint, distributed
 from medseg.training.losses import SegmentationLoss
 from medseg.training.progress import TrainProgress, format_row
 from medseg.training.runlog import RunLog, tensorboard_writer
-from medseg.training.schedule import build_scheduler
+from medseg.training.schedule import Budget, build_scheduler
 from medseg.training.setup import Loaders, build_loaders, build_network, build_optimizer, preprocess_for
-from medseg.utils import atomic_write_text, remove_stale_temporaries
+from medseg.utils import atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 #: Consecutive optimizer steps with non-finite gradients tolerated before training stops with an error.
 MAX_BAD_STEPS = 20
@@ -87,11 +90,12 @@ class _Run:
     files: RunLog
     console: Console
     quiet: bool
+    budget: Budget
+    plan: Plan | None = None
     start_epoch: int = 1
     best_dice: float = -1.0
     best_epoch: int = 0
     since_best: int = 0
-    elapsed_before: float = 0.0
 
     @property
     def main(self) -> bool:
@@ -133,15 +137,18 @@ def train(
         if resume is None:
             raise ValueError("train() needs a config or a run directory to resume")
         cfg = resume_config(Path(resume))
-    run = _prepare(cfg, run_dir, resume, console or Console(stderr=False), quiet)
+    budget = Budget(None)  # the clock starts now: planning and caching count against --max-minutes
+    run = _prepare(cfg, run_dir, resume, console or Console(stderr=False), quiet, budget)
     _write_run_start(run)
     epoch = _run_epochs(run)
     return _finish(run, epoch)
 
 
 # -- preparing ------------------------------------------------------------------------------------------
-def _prepare(cfg: ExperimentConfig, run_dir: Path | None, resume: Path | None, console: Console, quiet: bool) -> _Run:
-    """Devices, seeds, data, network, optimiser and run files; restored from ``resume`` if given."""
+def _prepare(
+    cfg: ExperimentConfig, run_dir: Path | None, resume: Path | None, console: Console, quiet: bool, budget: Budget
+) -> _Run:
+    """Devices, seeds, data, plan, network, optimiser and run files; restored from ``resume`` if given."""
     device = runtime.resolve_device(cfg.train.device)
     dist_info = distributed.init_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
@@ -155,7 +162,11 @@ def _prepare(cfg: ExperimentConfig, run_dir: Path | None, resume: Path | None, c
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
     setup = _resolve_data_once(cfg, dist_info)
-    preprocess = preprocess_for(cfg, setup)
+    if state is not None:
+        budget.spent = float(state["wall_seconds"])
+    cfg, plan, fingerprint = _plan(cfg, setup, device, dist_info, budget, console if dist_info.is_main and not quiet else None)
+    budget.seconds = cfg.train.max_minutes * 60.0 if cfg.train.max_minutes else None
+    preprocess = preprocess_for(cfg, setup, plan, fingerprint)
     precision = runtime.resolve_precision(cfg.train.precision, device)
     channels_last = runtime.resolve_channels_last(cfg.train.channels_last)
     loaders = build_loaders(cfg, setup, preprocess, dist_info, device, run_dir)
@@ -163,13 +174,13 @@ def _prepare(cfg: ExperimentConfig, run_dir: Path | None, resume: Path | None, c
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.train)
     steps = loaders.steps_per_epoch
     scheduler = build_scheduler(optimizer, cfg.train.schedule, cfg.train.epochs * steps,
-                                round(cfg.train.warmup_epochs * steps))
+                                round(cfg.train.warmup_epochs * steps), budget)
     window = SlidingWindow(model, preprocess.patch_size, cfg.inference, device, precision, channels_last)
     run = _Run(
         cfg, run_dir, device, dist_info, precision, channels_last, setup, preprocess, loaders, model, net,
         SegmentationLoss(cfg.train.loss, cfg.train.deep_supervision_weights), optimizer, scheduler,
         torch.amp.GradScaler(device.type, enabled=precision.grad_scaler), window,
-        RunLog(run_dir, foreground_names(preprocess.labels), dist_info.is_main), console, quiet,
+        RunLog(run_dir, foreground_names(preprocess.labels), dist_info.is_main), console, quiet, budget, plan,
     )
     if state is not None:
         _restore(run, state)
@@ -180,6 +191,22 @@ def _seed(cfg: ExperimentConfig, rank: int) -> None:
     set_determinism(seed=cfg.train.seed + rank, use_deterministic_algorithms=cfg.train.deterministic or None)
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _plan(
+    cfg: ExperimentConfig, setup: DataSetup, device: torch.device, dist_info: distributed.DistInfo, budget: Budget,
+    console: Console | None,
+) -> tuple[ExperimentConfig, Plan | None, Fingerprint]:
+    """Check the dataset (one line naming a bad file), fingerprint it, and plan what ``cfg`` leaves unset."""
+    fingerprint = analyse(setup.info, allow_empty=True).require_valid().fingerprint  # empty masks train fine
+    if not cfg.needs_planning():
+        return cfg, None, fingerprint
+    plan = plan_experiment(cfg, fingerprint, device=device, measure=not dist_info.enabled,
+                           spent_seconds=budget.elapsed())
+    if console is not None:
+        console.print(plan_table(plan))
+        console.print(plan_summary(plan), highlight=False)
+    return plan.apply(cfg), plan, fingerprint
 
 
 def _resolve_data_once(cfg: ExperimentConfig, dist_info: distributed.DistInfo) -> DataSetup:
@@ -199,7 +226,6 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     checkpoint.set_rng_state(state["rng"])
     run.best_dice, run.best_epoch = float(state["best_dice"]), int(state["best_epoch"])
     run.since_best = int(state.get("since_best", 0))
-    run.elapsed_before = float(state["wall_seconds"])
     run.files.load(run.start_epoch - 1)
     if int(meta.get("epoch", run.start_epoch - 1)) != run.start_epoch - 1:
         run.say(f"[yellow]warning:[/] last.safetensors is from epoch {meta.get('epoch')}, "
@@ -212,6 +238,9 @@ def _write_run_start(run: _Run) -> None:
     if run.main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.run_dir / "config.yaml", cfg.to_yaml())
+        if run.plan is not None and not (run.run_dir / "plan.yaml").exists():
+            atomic_write_text(run.run_dir / "plan.yaml", run.plan.to_yaml(cfg))
+            atomic_write_json(run.run_dir / "fingerprint.json", run.plan.fingerprint.to_dict())
         if setup.split_path.is_file() and not (run.run_dir / "splits.json").exists():
             shutil.copyfile(setup.split_path, run.run_dir / "splits.json")
         point_latest(run.run_dir)
@@ -230,7 +259,6 @@ def _run_epochs(run: _Run) -> int:
     cfg = run.cfg
     progress = TrainProgress(run.console, cfg.train.epochs, run.start_epoch, enabled=run.main and not run.quiet)
     writer = tensorboard_writer(run.run_dir) if run.main else None
-    t_start = time.perf_counter()
     epoch = run.start_epoch - 1
     try:
         with runtime.network_allocator(run.device):  # freed activations reused while the epochs run
@@ -239,7 +267,7 @@ def _run_epochs(run: _Run) -> int:
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": _train_epoch(run, epoch, progress),
                                        "val_loss": "", "val_dice": "", "lr": run.scheduler.get_last_lr()[0]}
                 improved = _validate_epoch(run, epoch, row)
-                wall = run.elapsed_before + time.perf_counter() - t_start
+                wall = run.budget.elapsed()
                 row.update(epoch_seconds=time.perf_counter() - t_epoch, wall_seconds=wall)
                 if run.main:
                     _save(run, epoch, row, improved, wall, writer)
@@ -250,7 +278,6 @@ def _run_epochs(run: _Run) -> int:
         progress.close()
         if writer is not None:
             writer.close()
-    run.elapsed_before += time.perf_counter() - t_start
     return epoch
 
 
@@ -273,8 +300,12 @@ def _train_epoch(run: _Run, epoch: int, progress: TrainProgress) -> float:
     batches = _batches(loaders.train, loaders.sampler, epoch)
     progress.start_epoch(epoch, loaders.steps_per_epoch)
     loss_sum, skipped, bad_steps = 0.0, 0, 0
+    done = 0
     for _ in range(loaders.steps_per_epoch):
+        if run.budget.fraction() >= 1.0:  # the time is up: validate and save what there is
+            break
         loss_value, finite = _step(run, next(batches))
+        done += 1
         skipped += not finite
         bad_steps = 0 if finite else bad_steps + 1
         if bad_steps > MAX_BAD_STEPS or not math.isfinite(loss_value):
@@ -287,7 +318,7 @@ def _train_epoch(run: _Run, epoch: int, progress: TrainProgress) -> float:
     if skipped:
         run.files.log(f"epoch {epoch}: skipped {skipped} of {loaders.steps_per_epoch} steps with non-finite gradients")
     distributed.sync_buffers(run.model, run.dist_info)
-    mean = torch.tensor([loss_sum / loaders.steps_per_epoch])
+    mean = torch.tensor([loss_sum / max(1, done)])
     return float(distributed.all_reduce_sum(mean, run.dist_info)) / run.dist_info.world_size
 
 
@@ -317,12 +348,15 @@ def _step(run: _Run, batch: dict[str, Any]) -> tuple[float, bool]:
 def _validate_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> bool:
     """Validate when the cadence says so; fill ``row`` and return whether the Dice improved."""
     cfg = run.cfg
-    if epoch % cfg.train.val_every != 0 and epoch != cfg.train.epochs:
+    last = epoch == cfg.train.epochs or run.budget.fraction() >= 1.0
+    if epoch % (cfg.train.val_every or 1) != 0 and not last:
         return False
     from medseg.training.validation import validate
 
+    t0 = time.perf_counter()
     val_loss, per_class = validate(run.window, run.loaders.val, run.loss_fn, run.preprocess.num_classes,
                                    run.dist_info)
+    run.budget.reserve = 1.5 * (time.perf_counter() - t0) + 2.0  # the last validation and saving must fit
     dice = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else 0.0
     row.update(val_loss=val_loss, val_dice=dice)
     for name, value in zip(foreground_names(run.preprocess.labels), per_class, strict=True):
@@ -361,15 +395,15 @@ def _should_stop(run: _Run, epoch: int, wall: float) -> bool:
     if train_cfg.early_stopping and run.since_best >= train_cfg.early_stopping:
         run.files.log(f"early stopping: no better validation Dice for {run.since_best} validations")
         return True
-    if train_cfg.max_minutes and wall / 60.0 >= train_cfg.max_minutes:
-        run.files.log(f"time budget of {train_cfg.max_minutes} min reached after epoch {epoch}")
+    if train_cfg.max_minutes and run.budget.fraction() >= 1.0:
+        run.files.log(f"time budget of {train_cfg.max_minutes} min reached after epoch {epoch} ({wall:.0f} s)")
         return True
     return False
 
 
 def _finish(run: _Run, epoch: int) -> TrainResult:
     """best.safetensors exists (the last epoch's when validation never improved); the closing lines."""
-    wall = run.elapsed_before
+    wall = run.budget.elapsed()
     best, last = run.run_dir / "best.safetensors", run.run_dir / "last.safetensors"
     if run.main and not best.exists() and last.exists():
         shutil.copyfile(last, best)

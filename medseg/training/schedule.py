@@ -1,20 +1,54 @@
-"""Learning-rate schedules stepped once per optimizer step: linear warm-up, then cosine or poly."""
+"""Learning-rate schedules stepped once per optimizer step: linear warm-up, then cosine or poly.
+
+With a time budget the schedule runs on whichever ends first, the steps or the time: its progress
+is the larger of the step fraction and the budget's time fraction, so the learning rate reaches its
+end when the time does instead of being cut off mid-schedule.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of ``total`` steps."""
+class Budget:
+    """A wall-clock budget for the optimiser steps: the run's minutes less a reserve.
+
+    ``reserve`` is what must be left when the steps stop (the last validation and saving); the
+    loop updates it from what the validations took. ``spent`` counts time before this object
+    existed (planning, a run's earlier sessions before a resume).
+    """
+
+    def __init__(self, seconds: float | None, spent: float = 0.0) -> None:
+        self.seconds = seconds
+        self.spent = spent
+        self.reserve = 0.0
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds used so far, ``spent`` included."""
+        return self.spent + time.perf_counter() - self._start
+
+    def fraction(self) -> float:
+        """Share of the step budget used (0 without a budget); the steps end at 1."""
+        if not self.seconds:
+            return 0.0
+        return self.elapsed() / max(1e-6, self.seconds - self.reserve)
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str, time_fraction: float = 0.0) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total`` steps.
+
+    ``time_fraction`` (0..1, see :class:`Budget`) moves the schedule on when time runs out first.
+    """
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if kind == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_fraction))
     if kind == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if kind == "poly":  # nnU-Net's polynomial decay
@@ -22,6 +56,10 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     raise ValueError(f"unknown schedule {kind!r}")
 
 
-def build_scheduler(optimizer: Optimizer, kind: str, total_steps: int, warmup_steps: int) -> LambdaLR:
-    """A per-step LambdaLR; its state dict resumes exactly."""
-    return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, kind))
+def build_scheduler(
+    optimizer: Optimizer, kind: str, total_steps: int, warmup_steps: int, budget: Budget | None = None
+) -> LambdaLR:
+    """A per-step LambdaLR; its state dict resumes exactly (with a budget, as far as the clock allows)."""
+    if budget is None:
+        return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, kind))
+    return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, kind, min(1.0, budget.fraction())))

@@ -24,7 +24,10 @@ from medseg.data.cache import build_dataset
 from medseg.data.resolve import DataSetup, infer_preset
 from medseg.errors import MedsegError
 from medseg.models import build_model
-from medseg.run import Preprocess
+from medseg.planning import Fingerprint
+from medseg.planning.envelope import envelope
+from medseg.planning.plan import Plan
+from medseg.run import DEFAULT_CT_WINDOW, Preprocess
 from medseg.training.distributed import DistInfo
 
 Params = list[nn.Parameter]
@@ -43,9 +46,13 @@ def build_optimizer(params: Params, train_cfg: TrainConfig) -> torch.optim.Optim
     return OPTIMIZERS[train_cfg.optimizer](params, train_cfg)
 
 
-def preprocess_for(cfg: ExperimentConfig, setup: DataSetup) -> Preprocess:
-    """The preprocessing contract of this run: the config's data section on this dataset."""
+def preprocess_for(
+    cfg: ExperimentConfig, setup: DataSetup, plan: Plan | None = None, fingerprint: Fingerprint | None = None
+) -> Preprocess:
+    """The preprocessing contract of this run: the config's data section on this dataset, with the
+    plan's reasons and the training data's envelope (for ``predict``'s warnings) when there are."""
     info = setup.info
+    assert cfg.data.patch_size is not None, "plan the config first (medseg.planning)"
     if len(cfg.data.patch_size) != info.spatial_dims:
         raise MedsegError(
             f"data.patch_size {cfg.data.patch_size} is {len(cfg.data.patch_size)}D but {setup.root} holds "
@@ -55,7 +62,10 @@ def preprocess_for(cfg: ExperimentConfig, setup: DataSetup) -> Preprocess:
         preset=cfg.data.preset or infer_preset(info), spatial_dims=info.spatial_dims,
         patch_size=tuple(cfg.data.patch_size), in_channels=info.num_channels, labels=dict(info.labels),
         spacing=tuple(cfg.data.spacing) if cfg.data.spacing is not None else None,
-        ct_window=(float(cfg.data.ct_window[0]), float(cfg.data.ct_window[1])),
+        ct_window=tuple(cfg.data.ct_window) if cfg.data.ct_window is not None else DEFAULT_CT_WINDOW,  # type: ignore[arg-type]
+        intensity=cfg.data.intensity if cfg.data.ct_window is None else None,
+        plan=plan.to_dict() if plan is not None else None,
+        fingerprint=envelope(fingerprint) if fingerprint is not None else None,
     )
 
 
@@ -76,7 +86,8 @@ def build_loaders(
     run_dir: Path,
 ) -> Loaders:
     """Cached datasets, the (distributed) sampler and loaders; validation cases sharded by rank."""
-    train_tf = preprocess.transforms("train", elastic=cfg.data.elastic, num_samples=cfg.data.num_samples)
+    train_tf = preprocess.transforms("train", elastic=cfg.data.elastic, num_samples=cfg.data.num_samples or 2,
+                                     class_ratios=cfg.data.class_ratios)
     val_tf = preprocess.transforms("val")
     cache_dir = run_dir / ".cache" if cfg.data.cache == "disk" else None
     train_ds = build_dataset(datasets.to_monai_dicts(setup.train_cases), train_tf, cfg.data.cache, cache_dir)

@@ -14,7 +14,7 @@ from torch import nn
 
 from medseg.config import resolve_config
 from medseg.models import build_model
-from medseg.run import save_weights
+from medseg.run import Preprocess, checkpoint_metadata, labels_from, save_weights
 from medseg.utils import atomic_write_text
 
 #: A U-Net small enough to run a 3D sliding window in well under a second.
@@ -45,12 +45,10 @@ def make_run(
     cfg = resolve_config(model="unet", overrides={"data": data, "inference": inference or {}})
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "config.yaml", cfg.to_yaml())
-    preprocess = {
-        "preset": preset, "spatial_dims": spatial_dims, "patch_size": patch_size, "spacing": spacing,
-        "ct_window": list(cfg.data.ct_window), "in_channels": in_channels, "labels": labels,
-    }
-    build_args = getattr(model, "build_args", {"name": "threshold"})
-    save_weights(root / "best.safetensors", model, {"build_args": build_args, "preprocess": preprocess})
+    preprocess = Preprocess(preset, spatial_dims, tuple(patch_size), in_channels, labels_from(labels),
+                            tuple(spacing) if spacing else None)
+    build_args = getattr(model, "build_args", {"name": "threshold"})  # ThresholdNet is built by no registry
+    save_weights(root / "best.safetensors", model, checkpoint_metadata(build_args, preprocess))
     return root
 
 

@@ -26,10 +26,14 @@ def test_each_model_trains_one_epoch_through_the_cli(model: str, tiny_nuclei: Pa
     run = tmp_path / "run"
     result = runner.invoke(app, tiny_args(model, tiny_nuclei, run))
     assert result.exit_code == 0, result.output
-    for name in ("config.yaml", "best.safetensors", "last.safetensors", "state.pt", "metrics.csv", "log.txt", "curves.png"):
+    for name in ("config.yaml", "plan.yaml", "fingerprint.json", "best.safetensors", "last.safetensors", "state.pt",
+                 "metrics.csv", "log.txt", "curves.png"):
         assert (run / name).is_file(), name
     meta = read_metadata(run / "best.safetensors")
-    assert meta["build_args"]["name"] == model and meta["preprocess"]["preset"] == "gray2d"
+    # what the flags leave open is planned: a 2D gray dataset is z-scored per image (nnU-Net's default)
+    assert meta["build_args"]["name"] == model and meta["preprocess"]["preset"] == "zscore"
+    assert "# data.preset: " in (run / "plan.yaml").read_text(encoding="utf-8")
+    assert meta["preprocess"]["fingerprint"]["num_channels"] == 1 and meta["preprocess"]["plan"]["choices"]
     rebuilt = build_model(**meta["build_args"])
     rebuilt.load_state_dict(load_file(str(run / "best.safetensors")))  # the metadata rebuilds the exact network
     state = load_state(run / "state.pt")

@@ -1,0 +1,132 @@
+"""Sizing the user's network for the machine and the budget: width ladders per model, step time measured.
+
+Each model names the options that set its size (:data:`SIZERS`); a planner tries scales of them,
+largest first, and keeps the first whose training step fits the budget. One step time is measured
+on this machine (a few real optimiser steps on random data of the planned shape); the others are
+scaled from it by their forward FLOPs, which is what a CPU spends its time on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.losses import DiceCELoss
+
+from medseg import runtime
+from medseg.models import build_model
+from medseg.models.summary import forward_gflops
+
+#: Option names that fix a model's size: when the user sets any, the planner leaves the network alone.
+SIZE_OPTIONS = frozenset({"features", "strides", "decoder_channels", "encoder_options", "features2", "aspp_channels"})
+#: Default model per dimensionality when the user names none (see docs/planning.md for the measurements).
+DEFAULT_MODELS = {2: "unet_resnet", 3: "unet"}
+
+
+def _widths(base: Sequence[int], scale: float, least: int = 4) -> list[int]:
+    return [max(least, round(b * scale / 4) * 4) for b in base]
+
+
+def pooling_strides(
+    patch: Sequence[int], spacing: Sequence[float] | None, most: int = 5, smallest: int = 4
+) -> list[list[int]]:
+    """Per-level, per-axis pooling factors by nnU-Net's rule: an axis is pooled while it keeps at least
+    ``smallest`` voxels and its spacing is under twice the finest pooled axis's, so a thick axis waits
+    until the others have caught up with it. At most ``most`` levels."""
+    size = [float(p) for p in patch]
+    current = [float(s) for s in (spacing or [1.0] * len(patch))]
+    strides: list[list[int]] = []
+    while len(strides) < most - 1:
+        room = [i for i, n in enumerate(size) if n >= 2 * smallest]
+        if not room:
+            break
+        finest = min(current[i] for i in room)
+        level = [2 if i in room and current[i] < 2 * finest else 1 for i in range(len(size))]
+        strides.append(level)
+        size = [n / f for n, f in zip(size, level, strict=True)]
+        current = [s * f for s, f in zip(current, level, strict=True)]
+    return strides or [[1] * len(patch)]
+
+
+def _unet(scale: float, patch: Sequence[int], spacing: Sequence[float] | None) -> dict[str, Any]:
+    strides = pooling_strides(patch, spacing)
+    features = _widths([32 * 2**i for i in range(len(strides) + 1)], scale)
+    if all(s == 2 for level in strides for s in level):
+        return {"features": features}
+    return {"features": features, "strides": strides}
+
+
+def _resnet(scale: float) -> dict[str, Any]:
+    return {"encoder_options": {"widths": _widths([64, 128, 256, 512], scale, 8)}}
+
+
+def _unet_resnet(scale: float, patch: Sequence[int], spacing: Sequence[float] | None) -> dict[str, Any]:
+    return {**_resnet(scale), "decoder_channels": _widths([256, 128, 64, 32, 16], scale)}
+
+
+def _dual(scale: float, patch: Sequence[int], spacing: Sequence[float] | None) -> dict[str, Any]:
+    return {**_unet_resnet(scale, patch, spacing), "features2": _widths([16, 32, 64, 128], scale),
+            "aspp_channels": _widths([64], scale, 8)[0]}
+
+
+#: Options of each model at a width ``scale`` (1 = the model's defaults) for a patch at a spacing.
+SIZERS: dict[str, Callable[[float, Sequence[int], Sequence[float] | None], dict[str, Any]]] = {
+    "unet": _unet,
+    "unet_resnet": _unet_resnet,
+    "dual_unet_resnet": _dual,
+    "fcn": lambda scale, patch, spacing: _resnet(scale),
+}
+
+
+def sized_options(
+    name: str, options: dict[str, Any], scale: float, patch: Sequence[int], spacing: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """``options`` with the size options of ``name`` at ``scale``; unchanged for a model without a sizer."""
+    sizer = SIZERS.get(name)
+    if sizer is None:
+        return dict(options)
+    return {**options, **sizer(scale, patch, spacing)}
+
+
+def gflops(name: str, spatial_dims: int, in_channels: int, classes: int, options: dict[str, Any],
+           patch: Sequence[int]) -> float:
+    """Forward GFLOPs of one patch, counted on the meta device (nothing is computed)."""
+    with torch.device("meta"):
+        model = build_model(name, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=classes, **options)
+    return forward_gflops(model, [1, in_channels, *patch])
+
+
+def measure_step_seconds(
+    build_args: dict[str, Any], patch: Sequence[int], batch: int, device: torch.device,
+    precision: runtime.Precision, channels_last: bool, steps: int = 2, warmup: int = 2,
+) -> float:
+    """Median seconds of ``steps`` real training steps (after ``warmup`` ones: oneDNN builds its
+    kernels for each new shape on the first) on random data."""
+    dims = int(build_args["spatial_dims"])
+    model = runtime.prepare_module(build_model(**build_args), device, dims, channels_last)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)  # what training's default loss costs
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, int(build_args["in_channels"]), *patch, generator=g)
+    y = torch.randint(0, int(build_args["out_channels"]), (batch, 1, *patch), generator=g).float()
+    x = runtime.prepare_batch(x, device, dims, channels_last)
+    y = y.to(device)
+    times = []
+    with runtime.network_allocator(device):
+        for i in range(steps + warmup):
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            with runtime.autocast(precision, device):
+                out = model(x)
+            main = out[0] if isinstance(out, tuple) else out
+            loss_fn(main.float(), y).backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return float(statistics.median(times))

@@ -1,0 +1,303 @@
+"""The plan: every value a config leaves unset, chosen from the fingerprint, the machine and the budget.
+
+``plan_experiment(cfg, fingerprint)`` returns a :class:`Plan`: one :class:`Choice` per config key
+with its value and the reason, the user's own values listed as such, and the time estimate. It
+never replaces a value the config sets. ``Plan.apply(cfg)`` gives the config training runs;
+``Plan.to_yaml()`` a config file ``medseg train --config`` accepts, the reasons as comments.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import yaml
+
+from medseg import runtime
+from medseg.config import ExperimentConfig, deep_merge
+from medseg.config import validate as validate_config
+from medseg.planning import network, rules
+from medseg.planning.records import Fingerprint
+
+#: Minutes a run gets when ``train.max_minutes`` is not set, by device type.
+DEFAULT_MINUTES = {"cpu": 15.0, "cuda": 60.0}
+#: Optimiser steps a budget should afford at least before the network or patch is made smaller.
+MIN_STEPS = {2: 500, 3: 400}
+#: Voxels of the largest patch the planner starts from, by dimensionality (the ladder shrinks it).
+PATCH_VOXELS = {2: 256 * 256, 3: 96 * 96 * 64}
+#: 2D steps take about this many voxels (patches × patch voxels); 3D steps take 2 patches.
+STEP_VOXELS_2D = 8 * 128 * 128
+#: Largest patch axis, by dimensionality; the image's own size caps it too.
+MAX_PATCH_AXIS = {2: 512, 3: 192}
+#: Patch axes are multiples of this (the deepest network stride that still pads little).
+PATCH_MULTIPLE = {2: 32, 3: 8}
+#: The ladder: (network width scale, patch scale per axis), tried in order until the steps fit.
+LADDER = [(1.0, 1.0), (0.5, 1.0), (0.5, 0.8), (0.375, 0.8), (0.25, 0.8), (0.25, 0.64), (0.25, 0.5), (0.125, 0.5)]
+#: Validations per run at most, and the share of the budget they may take.
+MAX_VALIDATIONS, VALIDATION_SHARE = 15, 0.1
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One config value: what it is, why, and whether the planner chose it (else the user did)."""
+
+    key: str
+    value: Any
+    reason: str
+    planned: bool = True
+
+
+@dataclass
+class Estimate:
+    """What the plan expects of the run on this machine."""
+
+    step_seconds: float
+    steps: int
+    validations: int
+    validation_seconds: float
+    measured: str
+
+
+@dataclass
+class Plan:
+    """The planned values with their reasons, and the estimate they were chosen by."""
+
+    choices: list[Choice]
+    estimate: Estimate
+    fingerprint: Fingerprint = field(repr=False)
+
+    def planned(self) -> list[Choice]:
+        """The values the planner chose (not the user's)."""
+        return [c for c in self.choices if c.planned]
+
+    def overrides(self) -> dict[str, Any]:
+        """The planned values as a nested config mapping."""
+        out: dict[str, Any] = {}
+        for choice in self.planned():
+            section, key = choice.key.split(".", 1)
+            node = out.setdefault(section, {})
+            for part in key.split(".")[:-1]:
+                node = node.setdefault(part, {})
+            node[key.split(".")[-1]] = choice.value
+        return out
+
+    def apply(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        """``cfg`` with the planned values filled in (the user's stay as they are)."""
+        raw = deep_merge(self.overrides(), cfg.model_dump(mode="json", exclude_none=True))
+        return validate_config(raw, "planned config")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every choice with its reason, and the estimate (stored in the run)."""
+        return {"choices": [{"key": c.key, "value": c.value, "reason": c.reason, "planned": c.planned}
+                            for c in self.choices], "estimate": dict(self.estimate.__dict__)}
+
+    def to_yaml(self, cfg: ExperimentConfig) -> str:
+        """A config ``medseg train --config`` accepts: the planned config, each choice's reason as a comment."""
+        lines = ["# medseg plan: every value below was planned for this dataset and machine, or set by you.",
+                 f"# Estimate: {self.estimate.steps} steps of {self.estimate.step_seconds:.2f} s "
+                 f"({self.estimate.measured}), {self.estimate.validations} validations.",
+                 *[f"# {c.key}: {c.reason}{'' if c.planned else ' (yours)'}" for c in self.choices], ""]
+        return "\n".join(lines) + yaml.safe_dump(self.apply(cfg).model_dump(mode="json"), sort_keys=False)
+
+
+# -- planning -------------------------------------------------------------------------------------------
+def plan_experiment(
+    cfg: ExperimentConfig, fp: Fingerprint, *, device: torch.device | None = None, measure: bool = True,
+    spent_seconds: float = 0.0,
+) -> Plan:
+    """Plan whatever ``cfg`` leaves unset for dataset ``fp`` on ``device`` (default: the config's).
+
+    ``measure`` times real training steps of one candidate network here; without it the step time
+    is estimated from FLOPs alone. ``spent_seconds`` already came off the budget (reading, checking).
+    """
+    device = device or runtime.resolve_device(cfg.train.device)
+    choices: list[Choice] = []
+
+    def choose(key: str, current: Any, value: Any, reason: str) -> Any:
+        if current is not None:
+            choices.append(Choice(key, current, "set in the config", planned=False))
+            return current
+        choices.append(Choice(key, value, reason))
+        return value
+
+    dims = fp.spatial_dims
+    default_minutes = DEFAULT_MINUTES.get(device.type, 15.0)
+    if cfg.train.epochs is not None and cfg.train.max_minutes is None:
+        minutes = default_minutes  # fixed epochs: no time limit; the network is sized as for the default budget
+    else:
+        minutes = choose("train.max_minutes", cfg.train.max_minutes, default_minutes,
+                         f"default budget on {device.type}; set --max-minutes for another")
+    spacing = _plan_spacing(cfg, fp, choose)
+    _plan_intensity(cfg, fp, choose)
+    choose("data.class_ratios", cfg.data.class_ratios, *rules.class_ratios(fp))
+    name = choose("model.name", cfg.model.name, network.DEFAULT_MODELS[dims],
+                  f"medseg's default {dims}D model on this budget")
+    shape = rules.resampled_shape(fp, spacing)
+    size = _plan_size(cfg, fp, name, shape, spacing, device, minutes * 60.0 - spent_seconds, measure)
+    for key, current, value, reason in size.choices(cfg):
+        choose(key, current, value, reason)
+    return Plan(choices, size.estimate, fp)
+
+
+def _plan_spacing(cfg: ExperimentConfig, fp: Fingerprint, choose: Any) -> tuple[float, ...] | None:
+    if fp.spatial_dims == 2:
+        if cfg.data.spacing is not None:
+            choose("data.spacing", cfg.data.spacing, None, "")
+        return None
+    spacing, why = rules.target_spacing(fp)
+    assert spacing is not None
+    coarse, coarse_why = rules.coarsen_for_budget(fp, spacing, 4 * PATCH_VOXELS[3])
+    value = choose("data.spacing", cfg.data.spacing, [round(s, 4) for s in coarse],
+                   f"{why}; {coarse_why}" if coarse_why else why)
+    return tuple(float(s) for s in value)
+
+
+def _plan_intensity(cfg: ExperimentConfig, fp: Fingerprint, choose: Any) -> None:
+    preset, intensity, why = rules.normalisation(fp)
+    chosen = choose("data.preset", cfg.data.preset, preset, why)
+    if chosen == "ct" and cfg.data.ct_window is None:
+        if intensity is None:  # the user said CT on data whose modality was not declared CT
+            intensity = rules.normalisation(_as_ct(fp))[1]
+        choose("data.intensity", cfg.data.intensity, intensity, "the CT scheme's foreground statistics")
+
+
+def _as_ct(fp: Fingerprint) -> Fingerprint:
+    from dataclasses import replace
+
+    return replace(fp, channels=tuple(replace(c, modality="CT") for c in fp.channels))
+
+
+@dataclass
+class _Size:
+    """The patch, batch, network options and step budget the ladder settled on."""
+
+    patch: tuple[int, ...]
+    batch_size: int
+    num_samples: int
+    options: dict[str, Any] | None
+    scale: float
+    estimate: Estimate
+    epochs: int
+    steps_per_epoch: int
+    why: str
+
+    def choices(self, cfg: ExperimentConfig) -> list[tuple[str, Any, Any, str]]:
+        rows = [
+            ("data.patch_size", cfg.data.patch_size, list(self.patch), self.why),
+            ("train.batch_size", cfg.train.batch_size, self.batch_size, "cases per step (each gives num_samples patches)"),
+            ("data.num_samples", cfg.data.num_samples, self.num_samples, "patches drawn per case and step"),
+            ("train.val_every", cfg.train.val_every, 1, "validate after every epoch"),
+        ]
+        if cfg.train.epochs is None:  # fixed epochs keep their length: one pass each (or steps_per_epoch)
+            rows += [
+                ("train.epochs", None, self.epochs,
+                 f"{self.epochs} validations over ≈{self.estimate.steps} steps; the schedule ends when the time does"),
+                ("train.steps_per_epoch", cfg.train.steps_per_epoch, self.steps_per_epoch,
+                 "optimiser steps between validations"),
+            ]
+        if self.options is not None:
+            rows.append(("model.options", None, self.options, f"widths at {self.scale:g}× the model's defaults so "
+                         f"≈{self.estimate.steps} steps fit the budget ({self.estimate.measured})"))
+        return rows
+
+
+def _plan_size(
+    cfg: ExperimentConfig, fp: Fingerprint, name: str, shape: tuple[float, ...], spacing: tuple[float, ...] | None,
+    device: torch.device, seconds: float, measure: bool,
+) -> _Size:
+    """The first rung of :data:`LADDER` whose steps fit :data:`MIN_STEPS` into the budget (binary search:
+    step time only falls along the ladder)."""
+    dims = fp.spatial_dims
+    sizable = not (set(cfg.model.options) & network.SIZE_OPTIONS) and name in network.SIZERS
+    fixed_patch = tuple(cfg.data.patch_size) if cfg.data.patch_size is not None else None
+    base_patch = fixed_patch or rules.patch_for(shape, PATCH_VOXELS[dims], PATCH_MULTIPLE[dims], MAX_PATCH_AXIS[dims])
+    patches = _patches_per_step(cfg, dims, base_patch)
+    ladder = LADDER if (sizable or fixed_patch is None) else [(1.0, 1.0)]
+    cost = _StepCost(cfg, fp, name, device, measure)
+
+    def rung(k: int) -> tuple[dict[str, Any], tuple[int, ...]]:
+        scale, patch_scale = ladder[k]
+        patch = fixed_patch or rules.round_patch([p * patch_scale for p in base_patch], shape, PATCH_MULTIPLE[dims])
+        options = (network.sized_options(name, cfg.model.options, scale, patch, spacing) if sizable
+                   else dict(cfg.model.options))
+        return options, patch
+
+    lo, hi = 0, len(ladder) - 1
+    while lo < hi:  # the first rung that fits; the last one when none does
+        mid = (lo + hi) // 2
+        if seconds / cost.seconds(*rung(mid), patches) >= MIN_STEPS[dims] * 1.1:  # room for validation and data
+            hi = mid
+        else:
+            lo = mid + 1
+    options, patch = rung(lo)
+    step = cost.seconds(options, patch, patches)
+    return _budget(cfg, fp, patch, patches, options if sizable else None, ladder[lo][0], step, seconds, cost.how)
+
+
+def _patches_per_step(cfg: ExperimentConfig, dims: int, patch: tuple[int, ...]) -> int:
+    if cfg.train.batch_size is not None:
+        return cfg.train.batch_size * (cfg.data.num_samples or 2)
+    if dims == 3:
+        return 2  # nnU-Net's 3D batch
+    return int(min(16, max(2, 2 * round(STEP_VOXELS_2D / math.prod(patch) / 2))))
+
+
+class _StepCost:
+    """Step seconds of a candidate: one patch's real training steps timed here, times the patches a step.
+
+    Without measuring, forward FLOPs at :data:`FALLBACK` seconds each (a pessimistic constant).
+    """
+
+    #: seconds per forward GFLOP of a training step when nothing is measured
+    FALLBACK = 0.03
+
+    def __init__(self, cfg: ExperimentConfig, fp: Fingerprint, name: str, device: torch.device, measure: bool) -> None:
+        self.cfg, self.fp, self.name, self.device, self.measure = cfg, fp, name, device, measure
+        self.known: dict[str, float] = {}
+        self.spent = 0.0
+        self.how = "estimated from FLOPs"
+
+    def _args(self, options: dict[str, Any]) -> dict[str, Any]:
+        return {"name": self.name, "spatial_dims": self.fp.spatial_dims, "in_channels": self.fp.num_channels,
+                "out_channels": len(self.fp.labels), **options}
+
+    def seconds(self, options: dict[str, Any], patch: tuple[int, ...], patches: int) -> float:
+        key = repr((options, patch))
+        if key not in self.known:
+            if self.measure:
+                precision = runtime.resolve_precision(self.cfg.train.precision, self.device)
+                channels_last = runtime.resolve_channels_last(self.cfg.train.channels_last)
+                t0 = time.perf_counter()
+                # two patches (batch norms need more than one value per channel), counted per patch
+                self.known[key] = network.measure_step_seconds(self._args(options), patch, 2, self.device,
+                                                               precision, channels_last) / 2
+                self.spent += time.perf_counter() - t0
+                self.how = f"measured here in {self.spent:.0f} s"
+            else:
+                self.known[key] = self.FALLBACK * network.gflops(
+                    self.name, self.fp.spatial_dims, self.fp.num_channels, len(self.fp.labels), options, patch)
+        return self.known[key] * patches
+
+
+def _budget(
+    cfg: ExperimentConfig, fp: Fingerprint, patch: tuple[int, ...], patches: int, options: dict[str, Any] | None,
+    scale: float, step: float, seconds: float, how: str,
+) -> _Size:
+    """Steps, validations and epochs from the step time and the seconds left."""
+    dims = fp.spatial_dims
+    n_val = max(1, round(fp.num_cases * cfg.data.val_fraction))
+    windows = math.prod(max(1, math.ceil(s / (p * (1 - cfg.inference.overlap))))
+                        for s, p in zip(rules.resampled_shape(fp, cfg.data.spacing), patch, strict=True))
+    validation = n_val * windows * step / (2.5 * patches) + 0.5
+    validations = int(max(2, min(MAX_VALIDATIONS, VALIDATION_SHARE * seconds / validation)))
+    steps = max(1, int((seconds - validations * validation) * 0.92 / step))  # 8 % for data and saving
+    per_epoch = max(1, math.ceil(steps / validations))
+    num_samples = 2 if patches >= 2 else 1
+    batch = max(1, min(patches // num_samples, max(1, fp.num_cases - n_val)))
+    why = (f"the median image at the planned spacing ({'×'.join(f'{s:.0f}' for s in rules.resampled_shape(fp, cfg.data.spacing))}), "
+           f"at most {PATCH_VOXELS[dims] // 1000} k voxels a patch, shrunk until ≥ {MIN_STEPS[dims]} steps fit")
+    estimate = Estimate(round(step, 4), steps, validations, round(validation, 2), how)
+    return _Size(patch, batch, num_samples, options, scale, estimate, validations, per_epoch, why)
