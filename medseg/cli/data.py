@@ -106,7 +106,7 @@ def synth_command(
     cases: Annotated[int | None, typer.Option("--cases", help="Training cases (default 40 / 12); test cases: a fifth.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
-    """Generate a demo dataset in MSD layout (dataset.json, imagesTr, labelsTr, imagesTs, labelsTs)."""
+    """Generate a dataset with held-out labels: the demo kinds (MSD layout), or one of four made unlike the demo (folder, MSD and nnU-Net layouts)."""
     from medseg.data.synthetic import generate
 
     start = time.perf_counter()

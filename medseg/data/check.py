@@ -113,6 +113,8 @@ def _geometry_problem(a: ImageMeta, b: ImageMeta) -> str | None:
     """Why two images do not share a voxel grid, or None."""
     if a.shape != b.shape:
         return f"shape {list(a.shape)} vs {list(b.shape)}"
+    if not (a.has_geometry and b.has_geometry):  # a PNG's identity geometry says nothing
+        return None
     sa, sb = np.asarray(a.spacing), np.asarray(b.spacing)
     if not np.allclose(sa, sb, rtol=GEOMETRY_TOLERANCE, atol=0):
         return f"spacing {np.round(sa, 4).tolist()} vs {np.round(sb, 4).tolist()}"

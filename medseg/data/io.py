@@ -37,6 +37,7 @@ PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".dcm")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + PIL_SUFFIXES + SITK_SUFFIXES
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
+NO_GEOMETRY_FORMATS = ("png", "jpeg", "bmp")
 
 
 @dataclass
@@ -63,6 +64,12 @@ class ImageMeta:
     def spatial_dims(self) -> int:
         """2 or 3."""
         return len(self.shape)
+
+    @property
+    def has_geometry(self) -> bool:
+        """False for formats that store no spacing, origin or direction (PNG, JPEG, BMP): their
+        identity geometry is a placeholder, not something to compare with another file's."""
+        return self.format not in NO_GEOMETRY_FORMATS
 
 
 # -- format detection --------------------------------------------------------------------------------

@@ -333,6 +333,29 @@ def _choice(option: str, value: Any, choices: Sequence[Any]) -> None:
         )
 
 
+def _check_options(
+    layers: list[int], widths: list[int], in_channels: int, drop_path: float, residual: bool,
+    zero_init_residual: bool, num_classes: int | None,
+) -> None:
+    """One-line errors for ResNetEncoder options that cannot build a network."""
+    if not layers or len(layers) != len(widths) or min(layers) < 1 or min(widths) < 1:
+        raise MedsegError(
+            f"encoder options layers={layers} widths={widths}: give one positive block count and one "
+            "positive width per stage"
+        )
+    if in_channels < 1:
+        raise MedsegError(f"encoder option in_channels={in_channels}: give at least 1")
+    if not 0.0 <= drop_path < 1.0:
+        raise MedsegError(f"encoder option drop_path={drop_path}: give a probability in [0, 1)")
+    if not residual and (drop_path > 0 or zero_init_residual):
+        raise MedsegError(
+            "encoder options residual=False with drop_path/zero_init_residual: a plain network has no "
+            "shortcut to fall back on; set drop_path=0 and zero_init_residual=False"
+        )
+    if num_classes is not None and num_classes < 1:
+        raise MedsegError(f"encoder option num_classes={num_classes}: give a positive number or None")
+
+
 class ResNetEncoder(EncoderBase):
     """A 2D or 3D ResNet returning its feature pyramid, highest resolution first.
 
@@ -388,22 +411,7 @@ class ResNetEncoder(EncoderBase):
         _choice("shortcut", shortcut, tuple(SHORTCUTS))
         _choice("norm", norm, tuple(NORMS))
         layers, widths = [int(n) for n in layers], [int(w) for w in widths]
-        if not layers or len(layers) != len(widths) or min(layers) < 1 or min(widths) < 1:
-            raise MedsegError(
-                f"encoder options layers={layers} widths={widths}: give one positive block count and one "
-                "positive width per stage"
-            )
-        if in_channels < 1:
-            raise MedsegError(f"encoder option in_channels={in_channels}: give at least 1")
-        if not 0.0 <= drop_path < 1.0:
-            raise MedsegError(f"encoder option drop_path={drop_path}: give a probability in [0, 1)")
-        if not residual and (drop_path > 0 or zero_init_residual):
-            raise MedsegError(
-                "encoder options residual=False with drop_path/zero_init_residual: a plain network has no "
-                "shortcut to fall back on; set drop_path=0 and zero_init_residual=False"
-            )
-        if num_classes is not None and num_classes < 1:
-            raise MedsegError(f"encoder option num_classes={num_classes}: give a positive number or None")
+        _check_options(layers, widths, in_channels, drop_path, residual, zero_init_residual, num_classes)
 
         self.spatial_dims, self.in_channels = spatial_dims, in_channels
         self.preact, self.residual = preact, residual

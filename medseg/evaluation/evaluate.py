@@ -127,6 +127,8 @@ def check_geometry(pred: ImageMeta, gt: ImageMeta) -> None:
     problem = None
     if tuple(pred.shape) != tuple(gt.shape):
         problem = f"shape {tuple(pred.shape)} vs {tuple(gt.shape)}"
+    elif not (pred.has_geometry and gt.has_geometry):  # a PNG's identity geometry says nothing
+        problem = None
     elif not np.allclose(pred.spacing, gt.spacing, rtol=SPACING_RTOL, atol=0):
         problem = f"spacing {_fmt(pred.spacing)} vs {_fmt(gt.spacing)} mm"
     elif not np.allclose(pred.origin, gt.origin, rtol=1e-6, atol=ORIGIN_ATOL_MM):

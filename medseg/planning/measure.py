@@ -26,8 +26,6 @@ from medseg.planning.records import (
     IntensityStats,
 )
 
-NO_GEOMETRY = ("png", "jpeg", "bmp")
-
 
 def channels_of(images: list[tuple[np.ndarray, ImageMeta]]) -> list[np.ndarray]:
     """The spatial arrays of every channel, in order: one per file, or the last axis of a multi-channel file."""
@@ -92,7 +90,7 @@ def object_sizes(label: np.ndarray, value: int) -> np.ndarray:
 
 def orientation(meta: ImageMeta) -> str:
     """Axis codes of the affine (``"RAS"``, ``"LPS"``, ``"RA"``); ``""`` for formats without geometry."""
-    if meta.format in NO_GEOMETRY:
+    if not meta.has_geometry:
         return ""
     from nibabel.orientations import aff2axcodes
 

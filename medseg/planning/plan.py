@@ -34,8 +34,10 @@ STEP_VOXELS_2D = 8 * 128 * 128
 MAX_PATCH_AXIS = {2: 512, 3: 192}
 #: Patch axes are multiples of this (the deepest network stride that still pads little).
 PATCH_MULTIPLE = {2: 32, 3: 8}
-#: The ladder: (network width scale, patch scale per axis), tried in order until the steps fit.
-LADDER = [(1.0, 1.0), (0.5, 1.0), (0.5, 0.8), (0.375, 0.8), (0.25, 0.8), (0.25, 0.64), (0.25, 0.5), (0.125, 0.5)]
+#: The ladder: (network width scale, patch scale per axis), tried in order until the steps fit. Widths
+#: stay at half the defaults (16 channels at full resolution) while the patch shrinks: thinner networks
+#: learn less per step and run CPU convolution kernels far below their peak.
+LADDER = [(1.0, 1.0), (0.5, 1.0), (0.5, 0.8), (0.5, 0.64), (0.5, 0.5), (0.375, 0.5), (0.25, 0.5), (0.25, 0.4)]
 #: Validations per run at most, and the share of the budget they may take.
 MAX_VALIDATIONS, VALIDATION_SHARE = 15, 0.1
 

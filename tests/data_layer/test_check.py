@@ -206,3 +206,23 @@ def test_on_case_gets_each_labelled_case_once_and_the_report_round_trips(tmp_pat
     assert CheckReport.from_dict(json.loads(json.dumps(strict.as_dict()))) == strict
     assert allowing_empty(strict, True) == check_dataset(root, allow_empty=True)
     assert allowing_empty(strict, False) == strict
+
+
+def test_a_tiff_image_with_a_png_mask_is_one_grid(tmp_path) -> None:
+    """PNG stores no geometry: its placeholder direction must not be compared with a TIFF's."""
+    import json
+
+    import numpy as np
+
+    from medseg.data import io
+    from medseg.data.check import check_dataset
+
+    image = (np.random.default_rng(0).random((20, 24)) * 4000).astype(np.uint16)
+    label = np.zeros((20, 24), np.uint8)
+    label[5:9, 6:10] = 1
+    for i in range(2):
+        io.write_image(image, tmp_path / "images" / f"t{i}.tif")
+        io.write_image(label, tmp_path / "labels" / f"t{i}.png")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "cell": 1}}))
+    report = check_dataset(tmp_path)
+    assert not report.errors, report.errors
