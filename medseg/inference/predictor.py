@@ -167,7 +167,8 @@ class Predictor:
         env = self.preprocess.fingerprint
         if not env:
             return []
-        return warnings_for(env, tuple(meta.spacing), orientation(meta), int(image.shape[0]), image.numpy())
+        channels = int(image.shape[0]) if image.ndim > len(meta.shape) else 1  # loaded: channels first when several
+        return warnings_for(env, tuple(meta.spacing), orientation(meta), channels, image.numpy())
 
     def _check_channels(self, path: Path, channels: int) -> None:
         if channels != self.preprocess.in_channels:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -112,8 +112,8 @@ def plan_experiment(
 ) -> Plan:
     """Plan whatever ``cfg`` leaves unset for dataset ``fp`` on ``device`` (default: the config's).
 
-    ``measure`` times real training steps of one candidate network here; without it the step time
-    is estimated from FLOPs alone. ``spent_seconds`` already came off the budget (reading, checking).
+    ``measure`` times real training steps of the candidate networks here (a binary search along
+    :data:`LADDER`); without it the step time is estimated from FLOPs alone. ``spent_seconds`` already came off the budget (reading, checking).
     """
     device = device or runtime.resolve_device(cfg.train.device)
     choices: list[Choice] = []
@@ -145,9 +145,7 @@ def plan_experiment(
 
 
 def _plan_spacing(cfg: ExperimentConfig, fp: Fingerprint, choose: Any) -> tuple[float, ...] | None:
-    if fp.spatial_dims == 2:
-        if cfg.data.spacing is not None:
-            choose("data.spacing", cfg.data.spacing, None, "")
+    if fp.spatial_dims == 2:  # 2D images keep their pixels (a config cannot set a 2D spacing)
         return None
     spacing, why = rules.target_spacing(fp)
     assert spacing is not None
@@ -167,8 +165,6 @@ def _plan_intensity(cfg: ExperimentConfig, fp: Fingerprint, choose: Any) -> None
 
 
 def _as_ct(fp: Fingerprint) -> Fingerprint:
-    from dataclasses import replace
-
     return replace(fp, channels=tuple(replace(c, modality="CT") for c in fp.channels))
 
 
@@ -236,7 +232,8 @@ def _plan_size(
             lo = mid + 1
     options, patch = rung(lo)
     step = cost.seconds(options, patch, patches)
-    return _budget(cfg, fp, patch, patches, options if sizable else None, ladder[lo][0], step, seconds, cost.how)
+    return _budget(cfg, fp, shape, patch, patches, options if sizable else None, ladder[lo][0], step, seconds,
+                   cost.how)
 
 
 def _patches_per_step(cfg: ExperimentConfig, dims: int, patch: tuple[int, ...]) -> int:
@@ -285,21 +282,21 @@ class _StepCost:
 
 
 def _budget(
-    cfg: ExperimentConfig, fp: Fingerprint, patch: tuple[int, ...], patches: int, options: dict[str, Any] | None,
-    scale: float, step: float, seconds: float, how: str,
+    cfg: ExperimentConfig, fp: Fingerprint, shape: tuple[float, ...], patch: tuple[int, ...], patches: int,
+    options: dict[str, Any] | None, scale: float, step: float, seconds: float, how: str,
 ) -> _Size:
     """Steps, validations and epochs from the step time and the seconds left."""
     dims = fp.spatial_dims
     n_val = max(1, round(fp.num_cases * cfg.data.val_fraction))
     windows = math.prod(max(1, math.ceil(s / (p * (1 - cfg.inference.overlap))))
-                        for s, p in zip(rules.resampled_shape(fp, cfg.data.spacing), patch, strict=True))
+                        for s, p in zip(shape, patch, strict=True))
     validation = n_val * windows * step / (2.5 * patches) + 0.5
     validations = int(max(2, min(MAX_VALIDATIONS, VALIDATION_SHARE * seconds / validation)))
     steps = max(1, int((seconds - validations * validation) * 0.92 / step))  # 8 % for data and saving
     per_epoch = max(1, math.ceil(steps / validations))
     num_samples = 2 if patches >= 2 else 1
     batch = max(1, min(patches // num_samples, max(1, fp.num_cases - n_val)))
-    why = (f"the median image at the planned spacing ({'×'.join(f'{s:.0f}' for s in rules.resampled_shape(fp, cfg.data.spacing))}), "
+    why = (f"the median image at the planned spacing ({'×'.join(f'{s:.0f}' for s in shape)}), "
            f"at most {PATCH_VOXELS[dims] // 1000} k voxels a patch, shrunk until ≥ {MIN_STEPS[dims]} steps fit")
     estimate = Estimate(round(step, 4), steps, validations, round(validation, 2), how)
     return _Size(patch, batch, num_samples, options, scale, estimate, validations, per_epoch, why)

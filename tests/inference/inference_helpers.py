@@ -33,8 +33,10 @@ def make_run(
     in_channels: int = 1,
     labels: dict[str, str] | None = None,
     inference: dict[str, Any] | None = None,
+    envelope: dict[str, Any] | None = None,
 ) -> Path:
-    """A run directory (config.yaml, best.safetensors with build_args and preprocess) as training writes it."""
+    """A run directory (config.yaml, best.safetensors with build_args and preprocess) as training writes it;
+    ``envelope`` is the training data's ranges a planned run stores (``Preprocess.fingerprint``)."""
     labels = labels or LABELS
     patch_size = patch_size or ([16, 16, 16] if spatial_dims == 3 else [32, 32])
     if model is None:
@@ -46,7 +48,7 @@ def make_run(
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "config.yaml", cfg.to_yaml())
     preprocess = Preprocess(preset, spatial_dims, tuple(patch_size), in_channels, labels_from(labels),
-                            tuple(spacing) if spacing else None)
+                            tuple(spacing) if spacing else None, fingerprint=envelope)
     build_args = getattr(model, "build_args", {"name": "threshold"})  # ThresholdNet is built by no registry
     save_weights(root / "best.safetensors", model, checkpoint_metadata(build_args, preprocess))
     return root

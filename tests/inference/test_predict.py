@@ -219,3 +219,18 @@ def test_argmax_matches_torch_with_ties(classes):
     with_background = torch.cat([torch.zeros_like(scores[:1]), scores])
     np.testing.assert_array_equal(resample.argmax(scores, implicit_zero=True).numpy(),
                                   with_background.argmax(0).numpy())
+
+
+def test_inputs_unlike_the_training_data_predict_with_one_warning_line_each(tmp_path, threshold_model):
+    envelope = {"spacing_min": [0.7, 0.7, 5.0], "spacing_max": [0.7, 0.7, 5.0], "orientations": ["RAS"],
+                "num_channels": 1, "intensity": [[-1000.0, 400.0]], "modalities": ["CT"]}
+    run = make_run(tmp_path / "run", threshold_model(), spacing=None, envelope=envelope)
+    predictor = Predictor(run, precision="fp32")
+    image, _ = ellipsoid_case(spacing=(0.7, 0.7, 5.0))
+    alike = write_nifti(tmp_path / "alike.nii.gz", image.astype(np.float32), np.diag([0.7, 0.7, 5.0, 1.0]))
+    assert predictor.predict(alike).warnings == []
+    unlike = write_nifti(tmp_path / "unlike.nii.gz", image.astype(np.float32) * 20 + 3000, np.diag([2.0, 2.0, 1.0, 1.0]))
+    warnings = predictor.predict(unlike).warnings
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert "spacing 2x2x1 mm is outside the training range 0.7x0.7x5" in warnings[0]
+    assert "intensities" in warnings[1] and "outside the training range -1000 to 400" in warnings[1]

@@ -112,3 +112,32 @@ def test_validation_dice_is_what_prediction_and_evaluation_give(tiny_nuclei: Pat
         if labels.any():
             dices.append(rows_case[0]["dice"])
     assert sum(dices) / len(dices) == pytest.approx(float(best["val_dice"]), abs=2e-3)
+
+
+def test_an_undeclared_label_value_stops_training_with_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dataset checks of medseg data check run before training: no traceback from the loss."""
+    import json
+
+    import numpy as np
+
+    from medseg.cli import main
+    from medseg.data import io
+
+    root = tmp_path / "Dataset001_Bad"
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        label = np.zeros((24, 20, 10), np.uint8)
+        label[6:12, 5:11, 3:7] = 7 if i == 2 else 1  # case 2 holds a value dataset.json does not declare
+        io.write_image(rng.normal(0, 1, label.shape).astype(np.float32), root / "imagesTr" / f"c{i}_0000.nii.gz")
+        io.write_image(label, root / "labelsTr" / f"c{i}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MRI"}, "labels": {"background": 0, "organ": 1}, "numTraining": 4,
+        "file_ending": ".nii.gz"}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "c2.nii.gz" in err[0] and "7" in err[0], err
+    assert not (tmp_path / "run").exists()  # nothing half-written
