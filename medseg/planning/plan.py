@@ -40,6 +40,9 @@ PATCH_MULTIPLE = {2: 32, 3: 8}
 LADDER = [(1.0, 1.0), (0.5, 1.0), (0.5, 0.8), (0.5, 0.64), (0.5, 0.5), (0.375, 0.5), (0.25, 0.5), (0.25, 0.4)]
 #: Validations per run at most, and the share of the budget they may take.
 MAX_VALIDATIONS, VALIDATION_SHARE = 15, 0.1
+#: Planned epochs are this many times what the measured speed predicts: the time budget ends the run
+#: (and the schedule), so a machine faster than its measurement uses its minutes instead of stopping early.
+EPOCH_HEADROOM = 3
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,8 @@ class _Size:
         if cfg.train.epochs is None:  # fixed epochs keep their length: one pass each (or steps_per_epoch)
             rows += [
                 ("train.epochs", None, self.epochs,
-                 f"{self.epochs} validations over ≈{self.estimate.steps} steps; the schedule ends when the time does"),
+                 f"at most; the time budget ends the run and its schedule (≈{self.estimate.validations} epochs, "
+                 f"≈{self.estimate.steps} steps at the measured speed)"),
                 ("train.steps_per_epoch", cfg.train.steps_per_epoch, self.steps_per_epoch,
                  "optimiser steps between validations"),
             ]
@@ -299,4 +303,4 @@ def _budget(
     why = (f"the median image at the planned spacing ({'×'.join(f'{s:.0f}' for s in shape)}), "
            f"at most {PATCH_VOXELS[dims] // 1000} k voxels a patch, shrunk until ≥ {MIN_STEPS[dims]} steps fit")
     estimate = Estimate(round(step, 4), steps, validations, round(validation, 2), how)
-    return _Size(patch, batch, num_samples, options, scale, estimate, validations, per_epoch, why)
+    return _Size(patch, batch, num_samples, options, scale, estimate, validations * EPOCH_HEADROOM, per_epoch, why)
