@@ -34,7 +34,7 @@ def config(root: Path, precision: str, epochs: int | None, seed: int) -> Experim
     train_section: dict[str, object] = {"precision": precision, "seed": seed}
     if epochs is not None:
         train_section["epochs"] = epochs
-    return resolve_config(model=MODEL, overrides={"data": {"path": str(root)}, "train": train_section})
+    return resolve_config(model=MODEL, config="nuclei2d", overrides={"data": {"path": str(root)}, "train": train_section})
 
 
 def val_dice_per_epoch(run_dir: Path) -> list[float]:

@@ -67,7 +67,7 @@ def make_run(root: Path, patch: list[int], spacing: list[float] | None) -> Path:
 
     from medseg.config import resolve_config
     from medseg.models import build_model
-    from medseg.run import save_weights
+    from medseg.run import DEFAULT_CT_WINDOW, Preprocess, checkpoint_metadata, save_weights
     from medseg.utils import atomic_write_text
 
     torch.manual_seed(0)
@@ -77,10 +77,9 @@ def make_run(root: Path, patch: list[int], spacing: list[float] | None) -> Path:
     })
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "config.yaml", cfg.to_yaml())
-    preprocess = {"preset": "ct", "spatial_dims": 3, "patch_size": patch, "spacing": spacing,
-                  "ct_window": list(cfg.data.ct_window), "in_channels": 1,
-                  "labels": {"0": "background", "1": "organ"}}
-    save_weights(root / "best.safetensors", model, {"build_args": model.build_args, "preprocess": preprocess})
+    preprocess = Preprocess("ct", 3, tuple(patch), 1, {0: "background", 1: "organ"},
+                            tuple(spacing) if spacing else None, DEFAULT_CT_WINDOW)
+    save_weights(root / "best.safetensors", model, checkpoint_metadata(model.build_args, preprocess))
     return root
 
 

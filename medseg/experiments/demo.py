@@ -53,7 +53,8 @@ def run_demo(
     train: dict[str, object] = {"max_minutes": minutes_per_model, "precision": precision}
     if epochs is not None:
         train["epochs"] = epochs
-    overrides = {"data": {"path": str(root)}, "train": train}
+    # no data.path: the demo task's own config (nuclei2d.yaml) applies, as `medseg train` with no --data
+    overrides = {"data": {"demo": "nuclei2d"}, "train": train}
     comparison = compare(models, None, overrides, (), out, reuse=reuse, quiet=False, on_progress=say)
 
     main_model = "dual_unet_resnet" if "dual_unet_resnet" in models else models[0]
