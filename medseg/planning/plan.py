@@ -26,9 +26,11 @@ from medseg.planning.records import Fingerprint
 DEFAULT_MINUTES = {"cpu": 15.0, "cuda": 60.0}
 #: Optimiser steps a budget should afford at least before the network or patch is made smaller.
 MIN_STEPS = {2: 500, 3: 400}
-#: Voxels of the largest patch the planner starts from, by dimensionality (the ladder shrinks it).
-PATCH_VOXELS = {2: 256 * 256, 3: 96 * 96 * 64}
-#: 2D steps take about this many voxels (patches × patch voxels); 3D steps take 2 patches.
+#: Voxels of the largest patch the planner starts from, by dimensionality (the ladder shrinks it). 2D
+#: crops stay at most 128²: whole small images as the patch left 2 per step, with no crop variety and
+#: noisy batch norms, and lost to 8 random 96² crops a step (docs/planning.md).
+PATCH_VOXELS = {2: 128 * 128, 3: 96 * 96 * 64}
+#: 2D steps take about this many voxels (patches × patch voxels), and at least 8 patches; 3D steps 2.
 STEP_VOXELS_2D = 8 * 128 * 128
 #: Largest patch axis, by dimensionality; the image's own size caps it too.
 MAX_PATCH_AXIS = {2: 512, 3: 192}
@@ -245,7 +247,7 @@ def _patches_per_step(cfg: ExperimentConfig, dims: int, patch: tuple[int, ...]) 
         return cfg.train.batch_size * (cfg.data.num_samples or 2)
     if dims == 3:
         return 2  # nnU-Net's 3D batch
-    return int(min(16, max(2, 2 * round(STEP_VOXELS_2D / math.prod(patch) / 2))))
+    return int(min(16, max(8, 2 * round(STEP_VOXELS_2D / math.prod(patch) / 2))))
 
 
 class _StepCost:
