@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,10 +93,6 @@ class Preprocess:
             raise MedsegError(
                 f"{source}: preprocessing metadata lacks or mangles {err}; re-train the run with this medseg version"
             ) from None
-
-    def with_(self, **changes: Any) -> Preprocess:
-        """A copy with ``changes`` (a frozen dataclass's ``replace``)."""
-        return replace(self, **changes)
 
     def transforms(
         self, stage: str, *, label: bool | None = None, elastic: bool = False, num_samples: int = 2,
