@@ -251,7 +251,7 @@ def _patches_per_step(cfg: ExperimentConfig, dims: int, patch: tuple[int, ...]) 
 
 
 class _StepCost:
-    """Step seconds of a candidate: one patch's real training steps timed here, times the patches a step.
+    """Step seconds of a candidate: real training steps at the planned patches a step, timed here.
 
     Without measuring, forward FLOPs at :data:`FALLBACK` seconds each (a pessimistic constant).
     """
@@ -270,15 +270,15 @@ class _StepCost:
                 "out_channels": len(self.fp.labels), **options}
 
     def seconds(self, options: dict[str, Any], patch: tuple[int, ...], patches: int) -> float:
-        key = repr((options, patch))
+        key = repr((options, patch, patches))
         if key not in self.known:
             if self.measure:
                 precision = runtime.resolve_precision(self.cfg.train.precision, self.device)
                 channels_last = runtime.resolve_channels_last(self.cfg.train.channels_last)
                 t0 = time.perf_counter()
-                # two patches (batch norms need more than one value per channel), counted per patch
-                self.known[key] = network.measure_step_seconds(self._args(options), patch, 2, self.device,
-                                                               precision, channels_last) / 2
+                # at the real batch: timing two patches and scaling overestimated a 2D step of 10 by 2×
+                self.known[key] = network.measure_step_seconds(self._args(options), patch, max(2, patches),
+                                                               self.device, precision, channels_last) / patches
                 self.spent += time.perf_counter() - t0
                 self.how = f"measured here in {self.spent:.0f} s"
             else:
