@@ -24,6 +24,8 @@ from medseg.errors import MedsegError
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) under which it still uses native bf16 instructions
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10")
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,14 +41,31 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_bf16_reason(flags: frozenset[str] | None = None) -> str | None:
     """Name the native bf16 feature of this CPU, or None when it has none.
 
-    ``MEDSEG_CPU_BF16=0|1`` overrides the detection (for testing and for odd hypervisors).
+    ``MEDSEG_CPU_BF16=0|1`` overrides the detection (for testing and for odd hypervisors); a
+    ``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16`` (e.g. ``AVX2``) means none.
     """
     override = os.environ.get("MEDSEG_CPU_BF16")
     if override is not None:
         return "MEDSEG_CPU_BF16=1" if override.strip() in {"1", "true", "yes"} else None
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    if cap != "ALL" and not cap.startswith(_ONEDNN_BF16_ISAS):
+        return None  # oneDNN was told not to use the bf16 instructions the CPU has
     flags = cpu_flags() if flags is None else flags
     for flag in _CPU_BF16_FLAGS:
         if flag in flags:
@@ -205,9 +224,10 @@ def memory_format(spatial_dims: int) -> torch.memory_format:
 
 
 def resolve_channels_last(spec: bool | str) -> bool:
-    """``auto`` turns channels_last (channels_last_3d for volumes) on: ``benchmarks/speed.py`` measured it
-    faster than NCHW/NCDHW on the CPU in 2D and 3D, fp32 and bf16 (docs/benchmarks.md), and cuDNN's
-    tensor-core kernels want it on CUDA.
+    """The unmeasured default: ``auto`` turns channels_last (channels_last_3d for volumes) on.
+
+    Training and prediction measure instead (:func:`medseg.tuning.choose_channels_last`): on an
+    AVX-512 CPU channels_last was faster in both directions, on an AVX2 CPU slower in training.
     """
     if isinstance(spec, bool):
         return spec
@@ -216,8 +236,38 @@ def resolve_channels_last(spec: bool | str) -> bool:
     return True
 
 
+class BF16SafeConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that leaves bf16 autocast on the CPU where oneDNN's bf16 kernel is wrong.
+
+    Measured with torch 2.13 on an AVX512-BF16 CPU: a bf16 3D convolution whose input's first
+    spatial axis is longer than 1 but shorter than the kernel (2 voxels under a 3-tap kernel, as at
+    the bottom of a network on a 64-voxel axis) returns a different weight gradient on every call,
+    with garbage of up to 3e38 and NaN in some of them; a network bottoming out there had non-finite
+    gradients in every step (docs/benchmarks.md). Such maps are tiny, so the convolution runs in fp32.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and 1 < x.shape[-3] < self.kernel_size[0]
+                and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def guard_bf16_convs(module: nn.Module) -> int:
+    """Make every plain ``nn.Conv3d`` of ``module`` a :class:`BF16SafeConv3d` (same weights and keys,
+    in place); returns how many. :func:`prepare_module` does it for every medseg network."""
+    count = 0
+    for m in module.modules():
+        if type(m) is nn.Conv3d:
+            m.__class__ = BF16SafeConv3d
+            count += 1
+    return count
+
+
 def prepare_module(module: nn.Module, device: torch.device, spatial_dims: int, channels_last: bool) -> nn.Module:
-    """Move a model to its device and memory format."""
+    """Move a model to its device and memory format, with its 3D convolutions bf16-safe."""
+    guard_bf16_convs(module)
     module = module.to(device)
     if channels_last:
         module = module.to(memory_format=memory_format(spatial_dims))
@@ -242,12 +292,14 @@ def prepare_batch(x: torch.Tensor, device: torch.device, spatial_dims: int, chan
     return x
 
 
-def describe(device: torch.device, precision: Precision, channels_last: bool, allocator: str | None = None) -> str:
+def describe(device: torch.device, precision: Precision, channels_last: bool, allocator: str | None = None,
+             layout: str = "") -> str:
     """One line for the start of a run: what will run where, and why (``allocator``: what the CPU
-    allocator will do, see :func:`allocator_plan`)."""
+    allocator will do, see :func:`allocator_plan`; ``layout``: why channels_last is on or off)."""
     if device.type == "cuda":
         where = f"cuda ({torch.cuda.get_device_name(device)})"
     else:
         extra = f", {allocator}" if allocator else ""
-        where = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads{extra})"
-    return f"device {where}, precision {precision}, channels_last {'on' if channels_last else 'off'}"
+        where = f"cpu ({cpu_name()}, {torch.get_num_threads()} threads{extra})"
+    why = f" ({layout})" if layout and layout != "set" else ""
+    return f"device {where}, precision {precision}, channels_last {'on' if channels_last else 'off'}{why}"

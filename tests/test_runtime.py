@@ -16,6 +16,17 @@ def test_cpu_bf16_detection_reads_flags(monkeypatch: pytest.MonkeyPatch) -> None
     assert runtime.cpu_bf16_reason(frozenset({"avx2", "avx512f"})) is None
 
 
+def test_an_isa_cap_below_bf16_means_no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDSEG_CPU_BF16", raising=False)
+    flags = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert runtime.cpu_bf16_reason(flags) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert runtime.cpu_bf16_reason(flags) == "AVX512-BF16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert runtime.cpu_bf16_reason(flags) == "AVX512-BF16"
+
+
 def test_auto_precision_falls_back_to_fp32_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setenv("MEDSEG_CPU_BF16", "0")
@@ -99,3 +110,49 @@ def test_cpu_allocator_tuning_keeps_large_blocks_off_mmap(setting: str, note: st
     env = {**os.environ, "MEDSEG_MALLOC_TUNING": setting}
     out = subprocess.run([sys.executable, "-c", _MMAP_PROBE], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == [note, states]
+
+
+def _weight_grads(model: torch.nn.Module, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    out = out[0] if isinstance(out, tuple) else out
+    out.float().backward(g)
+    return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_bf16_3d_convs_on_a_two_voxel_axis_are_guarded() -> None:
+    """oneDNN's bf16 conv3d weight gradient is garbage (and differs call to call) when the first
+    spatial axis is 2 under a 3-tap kernel; the guarded conv gives the same finite gradient twice."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(64, 64, 3, padding=1, bias=False)
+    assert runtime.guard_bf16_convs(conv) == 1 and isinstance(conv, torch.nn.Conv3d)
+    for _ in range(3):
+        x, g = torch.randn(2, 64, 2, 8, 8), torch.randn(2, 64, 2, 8, 8)
+        first, second = _weight_grads(conv, x, g), _weight_grads(conv, x, g)
+        assert torch.isfinite(first[0]).all() and torch.equal(first[0], second[0])
+
+
+def test_forced_bf16_trains_a_small_3d_model_with_finite_gradients_every_step() -> None:
+    """A 3D ResNet U-Net whose deepest maps are 2 voxels long, bf16 autocast forced: every step's
+    gradients are finite (the run would otherwise skip them)."""
+    from monai.losses import DiceCELoss
+
+    from medseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet_resnet", spatial_dims=3, in_channels=1, out_channels=2, encoder="resnet18",
+                        encoder_options={"widths": [8, 16, 32, 64]}, decoder_channels=[32, 16, 8, 8, 8])
+    model = runtime.prepare_module(model, torch.device("cpu"), 3, channels_last=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    x = torch.randn(2, 1, 64, 32, 32).contiguous(memory_format=torch.channels_last_3d)  # layer 4: 2×1×1
+    y = (torch.rand(2, 1, 64, 32, 32) > 0.9).float()
+    for step in range(6):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        loss_fn((out[0] if isinstance(out, tuple) else out).float(), y).backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        assert torch.isfinite(norm), f"non-finite gradients at step {step}"
+        optimizer.step()
