@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.data import ImageReader, NibabelReader, PILReader
+from monai.data import ImageReader, PILReader
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys
 
+from medseg.data.nifti import NiftiReader
 from medseg.errors import MedsegError
 from medseg.utils import atomic_path
 
@@ -270,7 +271,7 @@ class MedsegReader(ImageReader):
     """
 
     _factories: dict[str, type[ImageReader]] = {
-        "nibabel": NibabelReader,
+        "nibabel": NiftiReader,
         "pil": PILReader,
         "sitk": SimpleITKReader,
     }
@@ -313,16 +314,22 @@ def _c_order(array: np.ndarray) -> np.ndarray:
     """A C-ordered copy of a Fortran-ordered array (NIfTI stores x fastest), made in the file's dtype.
 
     MONAI makes one anyway, after casting to float32, with NumPy on one core: 1.9 s for a 512×512×300
-    CT here. Copying the int16 data first, with torch on every core, takes a quarter of that.
+    CT here. Copying the int16 data first with torch, one slice of the last axis at a time (each a
+    contiguous block of the source), took 0.15 s; one ``contiguous()`` call 0.5 s.
     """
     if array.flags.c_contiguous or array.ndim < 2:
         return array
     if not array.flags.writeable:  # torch warns on read-only arrays (PIL's); those are small 2D images
         return np.ascontiguousarray(array)
     try:
-        return torch.from_numpy(array).contiguous().numpy()
+        source = torch.from_numpy(array)
     except (TypeError, ValueError):  # a dtype or byte order torch lacks
         return np.ascontiguousarray(array)
+    out = torch.empty(source.shape, dtype=source.dtype)
+    for index in np.ndindex(*source.shape[2:]):  # plane by plane (x, y): 3× faster than one copy
+        plane = (slice(None), slice(None), *index)
+        out[plane] = source[plane]
+    return out.numpy()
 
 
 def load_transform(keys: str | Sequence[str], **kwargs: Any) -> LoadImaged:

@@ -24,7 +24,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from medseg import runtime
+from medseg import runtime, tuning
 from medseg.config import ExperimentConfig, deep_merge, load_config, load_raw
 from medseg.config import validate as validate_config
 from medseg.data.resolve import DataSetup, resolve_data
@@ -47,7 +47,15 @@ from medseg.training.losses import SegmentationLoss
 from medseg.training.progress import TrainProgress, format_row
 from medseg.training.runlog import RunLog, tensorboard_writer
 from medseg.training.schedule import Budget, build_scheduler
-from medseg.training.setup import Loaders, build_loaders, build_network, build_optimizer, preprocess_for
+from medseg.training.setup import (
+    Loaders,
+    build_loaders,
+    build_network,
+    build_optimizer,
+    network_args,
+    preprocess_for,
+    step_shape,
+)
 from medseg.utils import atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 #: Consecutive optimizer steps with non-finite gradients tolerated before training stops with an error.
@@ -92,6 +100,7 @@ class _Run:
     quiet: bool
     budget: Budget
     plan: Plan | None = None
+    layout: str = ""  # why channels_last is on or off
     start_epoch: int = 1
     best_dice: float = -1.0
     best_epoch: int = 0
@@ -168,7 +177,9 @@ def _prepare(
     budget.seconds = cfg.train.max_minutes * 60.0 if cfg.train.max_minutes else None
     preprocess = preprocess_for(cfg, setup, plan, fingerprint)
     precision = runtime.resolve_precision(cfg.train.precision, device)
-    channels_last = runtime.resolve_channels_last(cfg.train.channels_last)
+    layout = tuning.choose_channels_last(cfg.train.channels_last, "train", network_args(cfg, preprocess),
+                                         step_shape(cfg, preprocess), device, precision)
+    channels_last = layout.channels_last
     loaders = build_loaders(cfg, setup, preprocess, dist_info, device, run_dir)
     model, net = build_network(cfg, preprocess, device, dist_info, channels_last)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.train)
@@ -182,6 +193,7 @@ def _prepare(
         torch.amp.GradScaler(device.type, enabled=precision.grad_scaler), window,
         RunLog(run_dir, foreground_names(preprocess.labels), dist_info.is_main), console, quiet, budget, plan,
     )
+    run.layout = layout.reason
     if state is not None:
         _restore(run, state)
     return run
@@ -245,7 +257,7 @@ def _write_run_start(run: _Run) -> None:
             shutil.copyfile(setup.split_path, run.run_dir / "splits.json")
         point_latest(run.run_dir)
     describe = runtime.describe(run.device, run.precision, run.channels_last,
-                                runtime.allocator_plan("while training runs"))
+                                runtime.allocator_plan("while training runs"), run.layout)
     run.say(f"[bold]medseg train[/] {cfg.model.name} on {setup.root} ({len(setup.train_cases)} train / "
             f"{len(setup.val_cases)} val cases, {run.preprocess.spatial_dims}D)")
     run.say(describe)
@@ -300,11 +312,14 @@ def _train_epoch(run: _Run, epoch: int, progress: TrainProgress) -> float:
     batches = _batches(loaders.train, loaders.sampler, epoch)
     progress.start_epoch(epoch, loaders.steps_per_epoch)
     loss_sum, skipped, bad_steps = 0.0, 0, 0
-    done = 0
+    done, waited, started = 0, 0.0, time.perf_counter()
     for _ in range(loaders.steps_per_epoch):
         if run.budget.fraction() >= 1.0:  # the time is up: validate and save what there is
             break
-        loss_value, finite = _step(run, next(batches))
+        t0 = time.perf_counter()
+        batch = next(batches)
+        waited += time.perf_counter() - t0
+        loss_value, finite = _step(run, batch)
         done += 1
         skipped += not finite
         bad_steps = 0 if finite else bad_steps + 1
@@ -315,6 +330,9 @@ def _train_epoch(run: _Run, epoch: int, progress: TrainProgress) -> float:
             )
         loss_sum += loss_value
         progress.step(loss_value, run.scheduler.get_last_lr()[0])
+    spent = time.perf_counter() - started
+    run.files.log(f"epoch {epoch}: {done} steps in {spent:.1f} s, {waited:.1f} s of it waiting for data "
+                  f"({100 * waited / max(spent, 1e-9):.0f} %)")
     if skipped:
         run.files.log(f"epoch {epoch}: skipped {skipped} of {loaders.steps_per_epoch} steps with non-finite gradients")
     distributed.sync_buffers(run.model, run.dist_info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from monai.data import DataLoader
@@ -105,14 +106,23 @@ def build_loaders(
     return Loaders(train_tf, loader, val_loader, sampler, generator, steps)
 
 
+def network_args(cfg: ExperimentConfig, preprocess: Preprocess) -> dict[str, Any]:
+    """The keyword arguments of :func:`~medseg.models.build_model` for this run's network."""
+    return {"name": cfg.model.name, "spatial_dims": preprocess.spatial_dims, "in_channels": preprocess.in_channels,
+            "out_channels": preprocess.num_classes, **cfg.model.options}
+
+
+def step_shape(cfg: ExperimentConfig, preprocess: Preprocess) -> tuple[int, ...]:
+    """The shape of one training batch: cases × patches per case, channels, the patch."""
+    patches = (cfg.train.batch_size or 1) * (cfg.data.num_samples or 2)
+    return (patches, preprocess.in_channels, *preprocess.patch_size)
+
+
 def build_network(
     cfg: ExperimentConfig, preprocess: Preprocess, device: torch.device, dist_info: DistInfo, channels_last: bool
 ) -> tuple[nn.Module, nn.Module]:
     """``(model, net)``: the model on its device, and what the steps call (DDP- and compile-wrapped)."""
-    model = build_model(
-        cfg.model.name, spatial_dims=preprocess.spatial_dims, in_channels=preprocess.in_channels,
-        out_channels=preprocess.num_classes, **cfg.model.options,
-    )
+    model = build_model(**network_args(cfg, preprocess))
     model = runtime.prepare_module(model, device, preprocess.spatial_dims, channels_last)
     net: nn.Module = model
     if dist_info.enabled:
