@@ -106,7 +106,8 @@ class InferenceConfig(_Section):
     overlap: float = Field(0.5, ge=0, lt=1)
     sw_batch_size: int = Field(4, ge=1)
     blend: Literal["gaussian", "constant"] = "gaussian"
-    tta: bool = False
+    #: average the mirrored passes; None: planned (on where a case still predicts within a minute), else off
+    tta: bool | None = None
     largest_component: bool = False
     save_probabilities: bool = False
 

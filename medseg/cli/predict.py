@@ -17,7 +17,7 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files, folders of images, or DICOM series folders.")],
     run: Annotated[Path | None, typer.Option(help="Run directory from medseg train; default runs/latest.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (one input) or folder; default <name>_seg.<ext> beside each input.")] = None,
-    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average predictions over flips (slower, often better).")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average predictions over flips (slower, often better); default: the run's setting, which a planned run turns on where a case predicts within a minute.")] = None,
     overlap: Annotated[float | None, typer.Option(help="Sliding-window overlap in [0, 1); default from the run's config.")] = None,
     largest_component: Annotated[bool | None, typer.Option("--largest-component/--all-components", help="Keep only the largest connected component per class.")] = None,
     probabilities: Annotated[bool | None, typer.Option("--probabilities/--no-probabilities", help="Also write <name>_seg_prob_<class> maps (float32).")] = None,
