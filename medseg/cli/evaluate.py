@@ -14,8 +14,8 @@ from medseg.cli import app
 from medseg.errors import MedsegError
 
 #: Columns of the printed table: (summary metric, header, format of the mean and std).
-TABLE_METRICS = (("dice", "Dice", ".3f"), ("iou", "IoU", ".3f"), ("hd95", "HD95 mm", ".2f"),
-                 ("assd", "ASSD mm", ".2f"), ("nsd", "NSD", ".3f"))
+TABLE_METRICS = (("dice", "Dice", ".3f"), ("iou", "IoU", ".3f"), ("hd95", "HD95\nmm", ".2f"),
+                 ("assd", "ASSD\nmm", ".2f"), ("nsd", "NSD", ".3f"), ("lesion_f1", "Lesion\nF1", ".3f"))
 
 
 def parse_labels(values: list[str] | None) -> dict[int, str] | None:
@@ -50,26 +50,42 @@ def parse_labels(values: list[str] | None) -> dict[int, str] | None:
     return labels
 
 
+def dataset_labels(gt: Path) -> dict[int, str] | None:
+    """The label names of the dataset.json beside ``gt`` (its folder, or the one above: ``labelsTs/``
+    sits in the dataset), so tables name the structures; None when there is none or it names none."""
+    folder = gt if gt.is_dir() else gt.parent
+    for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
+        if candidate.is_file():
+            try:
+                return parse_labels([str(candidate)])
+            except MedsegError:
+                return None
+    return None
+
+
 def _cell(stats: dict[str, Any], fmt: str) -> str:
+    """The mean, and the std on the line below it: whole numbers on an 80-column terminal."""
     if stats.get("mean") is None:
         return "-"
-    return f"{stats['mean']:{fmt}}±{stats['std']:{fmt}}"
+    std = stats.get("std")
+    return f"{stats['mean']:{fmt}}" + (f"\n±{std:{fmt}}" if std is not None else "")
 
 
 def summary_table(summary: dict[str, Any], title: str = "Evaluation") -> Table:
     """A compact rich table: one row per class, mean ± std of the main metrics, empty-case counts."""
     tol = summary.get("tolerance_mm")
-    caption = (f"{summary.get('n_cases', 0)} cases; mean ± std over finite values"
+    caption = (f"{summary.get('n_cases', 0)} cases; mean, ± std below it, over finite values"
                + (f"; NSD at {tol:g} mm" if tol is not None else "")
                + ". Missed: in the ground truth only; FP: in the prediction only; Empty: in neither. "
-               "Sensitivity, specificity, precision and volumes: metrics.csv and summary.json.")
-    table = Table(title=title, caption=caption)
-    table.add_column("Class", style="bold")
+               "Lesion F1: connected components matched by overlap. Sensitivity, specificity, precision, "
+               "volumes and lesion counts: metrics.csv and summary.json.")
+    table = Table(title=title, caption=caption, padding=(0, 1))
+    table.add_column("Class", style="bold", overflow="fold")
     table.add_column("n", justify="right")
     for key, header, _ in TABLE_METRICS:
         if key in summary["metrics"]:
             table.add_column(header, justify="right")
-    table.add_column("Missed/FP/Empty", justify="right")
+    table.add_column("Missed/\nFP/\nEmpty", justify="right")
     for name, counts in summary["counts"].items():
         cells = [_cell(summary["metrics"][key][name], fmt) for key, _, fmt in TABLE_METRICS
                  if key in summary["metrics"]]
@@ -96,7 +112,8 @@ def evaluate_command(
         "--tolerance", help="Normalised surface Dice tolerance in mm.")] = 1.0,
     labels: Annotated[list[str] | None, typer.Option(
         "--labels", help="Classes to evaluate as VALUE=NAME pairs (1=liver,2=tumour) or a dataset.json; "
-        "default: every non-zero value found.")] = None,
+        "default: the classes of the dataset.json beside the ground truth (in its folder or the one above), "
+        "else every non-zero value found.")] = None,
 ) -> None:
     """Compare predictions with ground truth: Dice, IoU, HD95, ASSD, NSD, sensitivity, specificity, precision and volume difference per case and foreground class, with distances in mm from the voxel spacing.
 
@@ -116,7 +133,8 @@ def evaluate_command(
         def advance(done: int, total: int, case: str) -> None:
             bar.update(task, completed=done, total=total, description=f"evaluating {case}")
 
-        result = evaluate(pred, gt, out_dir, labels=parse_labels(labels), tolerance_mm=tolerance, progress=advance)
+        names = parse_labels(labels) if labels else dataset_labels(gt)
+        result = evaluate(pred, gt, out_dir, labels=names, tolerance_mm=tolerance, progress=advance)
     if result.rows:
         console.print(summary_table(result.summary, title=f"medseg evaluate: {pred}"))
     else:

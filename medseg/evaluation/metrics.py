@@ -34,6 +34,7 @@ from monai.metrics.utils import get_mask_edges, get_surface_distance
 from scipy import ndimage
 
 from medseg.errors import MedsegError
+from medseg.evaluation.lesions import LesionCounts, lesion_counts
 
 #: A row of the per-case table: one case and one foreground class.
 Row = dict[str, Any]
@@ -51,6 +52,7 @@ class ClassStats:
     tolerance_mm: float
     pred_to_gt: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mm, one per prediction edge voxel
     gt_to_pred: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mm, one per ground-truth edge voxel
+    lesions: LesionCounts = field(default_factory=lambda: LesionCounts(0, 0, 0, 0, 0.0))
 
     @property
     def pred_empty(self) -> bool:
@@ -116,11 +118,21 @@ METRICS: dict[str, Callable[[ClassStats], float]] = {
     "volume_gt": lambda s: _volume(s.tp + s.fn, s),
     "volume_diff": lambda s: _volume(s.fp - s.fn, s),
     "volume_diff_rel": lambda s: _ratio(s.fp - s.fn, s.tp + s.fn),
+    # lesion-wise (connected components, see medseg.evaluation.lesions for the matching rule)
+    "lesions_gt": lambda s: float(s.lesions.gt),
+    "lesions_pred": lambda s: float(s.lesions.pred),
+    "lesions_missed": lambda s: float(s.lesions.missed),
+    "lesions_false": lambda s: float(s.lesions.false),
+    "lesion_sensitivity": lambda s: s.lesions.sensitivity,
+    "lesion_precision": lambda s: s.lesions.precision,
+    "lesion_f1": lambda s: s.lesions.f1,
+    "lesion_dice": lambda s: s.lesions.dice,
 }
 
 #: Metrics that ``summary.json`` and the CLI table aggregate (volumes are per-case facts, not scores).
 SUMMARY_METRICS = ("dice", "iou", "hd95", "assd", "nsd", "sensitivity", "specificity", "precision",
-                   "volume_diff", "volume_diff_rel")
+                   "volume_diff", "volume_diff_rel", "lesion_sensitivity", "lesion_precision", "lesion_f1",
+                   "lesion_dice")
 
 #: Where each empty-mask status is counted in the summary.
 STATUSES = ("ok", "both_empty", "pred_empty", "gt_empty")
@@ -210,6 +222,7 @@ def class_stats(
         stats = ClassStats(tp, n_p - tp, n_g - tp, int(gt.size) - n_p - n_g + tp, voxel, tolerance_mm)
         if n_p and n_g:
             stats.pred_to_gt, stats.gt_to_pred = surface_distances(p, g, spacing)
+        stats.lesions = lesion_counts(p, g)  # the box holds every voxel of both masks
         out[c] = stats
     return out
 
