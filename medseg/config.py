@@ -110,6 +110,8 @@ class InferenceConfig(_Section):
     tta: bool | None = None
     largest_component: bool = False
     save_probabilities: bool = False
+    #: above this many GiB of whole-volume logits, the class decision is taken slab by slab (bounded memory)
+    max_logits_gib: float = Field(2.0, gt=0)
 
 
 class ExperimentConfig(_Section):

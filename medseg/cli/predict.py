@@ -24,30 +24,48 @@ def predict(
     checkpoint: Annotated[str, typer.Option(help="Which weights of the run: best or last.")] = "best",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16; auto: bf16 where the hardware has it.")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="Mask format: same (the input's; DICOM gives nii.gz), nii.gz, seg.nrrd (3D Slicer: names and colours), nrrd or mha (with an ITK-SNAP <name>_seg_labels.txt beside it), dicom-seg (DICOM series inputs; needs medseg[dicom]).")] = "same",
+    stats: Annotated[bool, typer.Option("--stats", help="Also write per-structure statistics (volume in mL, voxels, intensity under the mask, components, bounding box, centroid in LPS and RAS, touches_border): <name>_seg_stats.json beside each mask and statistics.csv for all.")] = False,
+    resume: Annotated[bool, typer.Option("--continue/--overwrite", help="Keep outputs an earlier (interrupted) call already wrote and predict only the rest; default: predict every input again.")] = False,
 ) -> None:
     """Segment images with a trained run; masks keep the input's exact geometry.
 
     Preprocessing is read from the run, so nothing has to be repeated here. The prediction is mapped back to each input's own grid (orientation and spacing undone) and written with its header.
 
-    A file that fails is reported and the others go on; the exit code is 1 if any failed.
+    A file that fails is reported and the others go on; the exit code is 1 if any failed. For a run
+    trained on several channels, give a case as its channel files named nnU-Net's way
+    (case_0000.nii.gz, case_0001.nii.gz, …) or a folder of them: each case is one input and gives
+    case_seg.nii.gz.
     """
+    from medseg.errors import MedsegError
     from medseg.inference import Predictor, expand_inputs, predict_many
+    from medseg.inference.formats import FORMATS
 
+    if fmt not in FORMATS:
+        raise MedsegError(f"--format {fmt}: not a mask format; use one of {', '.join(FORMATS)}")
     console = Console(stderr=True)
     predictor = Predictor(
         run, device=device, precision=precision, checkpoint=checkpoint, tta=tta, overlap=overlap,
-        largest_component=largest_component, save_probabilities=probabilities,
+        largest_component=largest_component, save_probabilities=probabilities, statistics=stats,
     )
     console.print(f"using {predictor.describe()}", highlight=False, soft_wrap=True)
-    total = len(expand_inputs(inputs))
+    total = len(expand_inputs(inputs, predictor.preprocess.in_channels))
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
                         TimeRemainingColumn(), console=console, disable=total < 2 or not console.is_terminal)
     with progress:
         task = progress.add_task("predict", total=total, name="")
         report = predict_many(
             predictor, inputs, output,
-            on_progress=lambda src, i, n: progress.update(task, completed=i, name=src.name),
+            on_progress=lambda src, i, n: progress.update(task, completed=i, name=src.name), resume=resume,
+            fmt=fmt,
         )
+    if stats and report.written:
+        from medseg.inference.statistics import write_statistics_csv
+
+        table = write_statistics_csv(report.statistics, report.written[0][1].parent / "statistics.csv")
+        typer.echo(f"statistics: {table}", err=True)
+    if report.kept:
+        typer.echo(f"kept {len(report.kept)} output(s) an earlier call wrote (--continue)", err=True)
     for source, warning in report.warnings:
         typer.echo(f"warning: {source}: {warning}", err=True)
     for source, target in report.written:

@@ -15,9 +15,10 @@ PNG/JPEG files have no geometry: spacing 1, origin 0, identity direction.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from medseg.utils import atomic_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".dcm")
+SITK_SUFFIXES = (".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".dcm")  # longest first
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + PIL_SUFFIXES + SITK_SUFFIXES
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 NO_GEOMETRY_FORMATS = ("png", "jpeg", "bmp")
@@ -142,7 +143,7 @@ def _series_ids(folder: Path) -> tuple[str, ...]:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
-def _dicom_files(folder: Path) -> list[str]:
+def dicom_files(folder: Path) -> list[str]:
     """The file names of the largest DICOM series in ``folder``, in slice order."""
     ids = _series_ids(folder)
     if not ids:
@@ -156,7 +157,7 @@ def _sitk_read(path: Path) -> sitk.Image:
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(_dicom_files(path))
+            reader.SetFileNames(dicom_files(path))
             return reader.Execute()
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -332,6 +333,13 @@ def _c_order(array: np.ndarray) -> np.ndarray:
     return out.numpy()
 
 
+# MONAI's LoadImage builds every reader it knows; with pydicom installed (medseg[dicom]) its GPU DICOM
+# reader logs and warns at each construction that nvImageCodec is missing. medseg reads DICOM through
+# SimpleITK, so that is noise on every command.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+
+
 def load_transform(keys: str | Sequence[str], **kwargs: Any) -> LoadImaged:
     """The ``LoadImaged`` medseg uses everywhere: :class:`MedsegReader`, float32 images.
 
@@ -450,9 +458,12 @@ def _write_pil(array: np.ndarray, out: Path) -> None:
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "bmp": "BMP"}
 
 
-def _write_sitk(array: np.ndarray, out: Path, meta: ImageMeta) -> None:
-    """Write through SimpleITK with ``meta``'s LPS origin, spacing and direction (exact doubles)."""
+def _write_sitk(array: np.ndarray, out: Path, meta: ImageMeta, fields: Mapping[str, str] | None = None) -> None:
+    """Write through SimpleITK with ``meta``'s LPS origin, spacing and direction (exact doubles) and
+    ``fields`` as header entries (NRRD writes them as ``key:=value``)."""
     image = _to_sitk_image(array, meta.spatial_dims)
+    for key, value in (fields or {}).items():
+        image.SetMetaData(key, value)
     image.SetSpacing([float(s) for s in meta.spacing])
     image.SetOrigin([float(o) for o in meta.origin])
     image.SetDirection([float(v) for v in np.asarray(meta.direction, dtype=np.float64).ravel()])
@@ -486,8 +497,11 @@ def write_like(
     reference: str | os.PathLike[str] | ImageMeta,
     out_path: str | os.PathLike[str],
     dtype: Any | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``array`` with the exact geometry of ``reference``; the format follows ``out_path``'s suffix.
+
+    ``fields`` go into the header of formats written through SimpleITK (NRRD, MetaImage).
 
     ``array`` is in :func:`read_image`'s axis order and has the reference's spatial shape (channels
     last if any). NIfTI references keep their header (affine, qform/sform and codes) when written
@@ -516,7 +530,7 @@ def write_like(
             raise MedsegError(f"{out}: a {dims}D image cannot be written as {out_fmt}; write .nii.gz instead")
         _write_pil(array, out)
     else:
-        _write_sitk(array, out, meta)
+        _write_sitk(array, out, meta, fields)
     return out
 
 

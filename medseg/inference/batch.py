@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -10,17 +11,23 @@ from typing import Any
 
 from medseg.data import io
 from medseg.errors import MedsegError
-from medseg.inference.paths import expand_inputs, output_path, user_error
-from medseg.inference.predictor import Predictor, Prepared
+from medseg.inference.formats import with_format
+from medseg.inference.paths import Source, expand_inputs, first_file, output_path, user_error
+from medseg.inference.predictor import Prediction, Predictor, Prepared
+from medseg.inference.statistics import statistics_path
+from medseg.utils import remove_stale_temporaries
 
 
 @dataclass
 class BatchReport:
-    """What ``predict_many`` did: written outputs and failures with their reasons."""
+    """What ``predict_many`` did: written outputs, outputs kept from an earlier call, failures with reasons."""
 
     written: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     warnings: list[tuple[Path, str]] = field(default_factory=list)
+    kept: list[tuple[Path, Path]] = field(default_factory=list)
+    #: per-structure rows of every case written, when the predictor computes statistics
+    statistics: list[dict[str, Any]] = field(default_factory=list)
 
 
 def predict_many(
@@ -29,30 +36,39 @@ def predict_many(
     out: Path | None = None,
     on_progress: Callable[[Path, int, int], None] | None = None,
     prefetch: bool = True,
+    resume: bool = False,
+    fmt: str = "same",
 ) -> BatchReport:
     """Segment many inputs to files; a file that fails is recorded with its reason and the rest go on.
 
+    For a run of several channels, a case's files (``case_0000``, ``case_0001``, …) are one input.
     With ``prefetch`` the next input is read and preprocessed in a thread while the network segments
     the current one, and each label map is written in another while the next case runs (gzip, the
-    readers and the writers release the GIL): at most three cases are in memory at once.
+    readers and the writers release the GIL): at most three cases are in memory at once. With
+    ``resume`` a case whose output exists is kept, not predicted again (outputs are written under a
+    temporary name and renamed, so an existing one is complete), and the temporary files a killed
+    call left are removed. ``fmt`` (:data:`~medseg.inference.formats.FORMATS`) sets the masks' format.
     """
-    sources = expand_inputs(inputs)
+    sources = expand_inputs(inputs, predictor.preprocess.in_channels)
     multiple = len(sources) > 1 or any(Path(i).is_dir() and not io.is_dicom_series(Path(i)) for i in inputs)
     report = BatchReport()
+    targets = [with_format(output_path(source, out, multiple), fmt) for source in sources]
+    todo = _still_to_do(sources, targets, resume, report)
+    if predictor.statistics:  # a kept case's statistics come from the JSON written beside it
+        report.statistics.extend(row for _, target in report.kept for row in _saved_statistics(target))
     with ThreadPoolExecutor(1, "medseg-read") as reader, ThreadPoolExecutor(1, "medseg-write") as writer:
         def read(k: int) -> Future[Prepared]:
+            future: Future[Prepared] = Future()
             if prefetch:
-                return reader.submit(predictor.prepare, sources[k])
-            done: Future[Prepared] = Future()
-            _settle(done, predictor.prepare, sources[k])
-            return done
+                return reader.submit(predictor.prepare, todo[k][0])
+            _settle(future, predictor.prepare, todo[k][0])
+            return future
 
-        upcoming = read(0) if sources else None
-        writing: tuple[Path, Path, Future[Path], list[str]] | None = None
-        for i, source in enumerate(sources):
-            current, upcoming = upcoming, (read(i + 1) if prefetch and i + 1 < len(sources) else None)
+        upcoming = read(0) if todo else None
+        writing: tuple[Path, Path, Future[Path], Prediction | None] | None = None
+        for i, (source, target) in enumerate(todo):
+            current, upcoming = upcoming, (read(i + 1) if prefetch and i + 1 < len(todo) else None)
             assert current is not None
-            target = output_path(source, out, multiple)
             try:
                 result = predictor.segment(current.result())
                 job = writer.submit(predictor.write, result, target)
@@ -60,14 +76,36 @@ def predict_many(
                 job, result = _failed(err), None
             if writing is not None:
                 _finish(report, *writing)
-            writing = (source, target, job, result.warnings if result is not None else [])
-            if not prefetch and i + 1 < len(sources):
+            writing = (first_file(source), target, job, result)
+            if not prefetch and i + 1 < len(todo):
                 upcoming = read(i + 1)
             if on_progress is not None:
-                on_progress(source, i + 1, len(sources))
+                on_progress(first_file(source), len(report.kept) + i + 1, len(sources))
         if writing is not None:
             _finish(report, *writing)
     return report
+
+
+def _still_to_do(sources: list[Source], targets: list[Path], resume: bool, report: BatchReport) -> list[tuple[Source, Path]]:
+    """Every case, or with ``resume`` those without an output (the others go to ``report.kept``)."""
+    if not resume:
+        return list(zip(sources, targets, strict=True))
+    for folder in {target.parent for target in targets if target.parent.is_dir()}:
+        remove_stale_temporaries(folder)  # what a killed call was writing: never complete, never an output
+    todo = []
+    for source, target in zip(sources, targets, strict=True):
+        if target.is_file():
+            report.kept.append((first_file(source), target))
+        else:
+            todo.append((source, target))
+    return todo
+
+
+def _saved_statistics(mask: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(statistics_path(mask).read_text(encoding="utf-8"))["structures"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _settle(future: Future[Any], fn: Callable[..., Any], *args: Any) -> None:
@@ -83,7 +121,7 @@ def _failed(err: Exception) -> Future[Path]:
     return future
 
 
-def _finish(report: BatchReport, source: Path, target: Path, job: Future[Path], warnings: list[str]) -> None:
+def _finish(report: BatchReport, source: Path, target: Path, job: Future[Path], result: Prediction | None) -> None:
     """Record a case once its label map is written (or why it failed)."""
     try:
         job.result()
@@ -94,4 +132,6 @@ def _finish(report: BatchReport, source: Path, target: Path, job: Future[Path], 
         report.failed.append((source, str(user_error(source, err))))
         return
     report.written.append((source, target))
-    report.warnings.extend((source, w) for w in warnings)
+    if result is not None:
+        report.warnings.extend((source, w) for w in result.warnings)
+        report.statistics.extend(result.statistics or [])

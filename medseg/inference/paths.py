@@ -6,6 +6,7 @@ evaluation and comparison match predictions to cases by the same rule.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,14 +14,38 @@ from medseg.data import io
 from medseg.errors import MedsegError
 from medseg.run import is_prediction, prediction_name, split_name
 
+#: nnU-Net's channel naming: ``<case>_<4-digit channel>.<ext>``
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
-def output_path(source: Path, out: Path | None, multiple: bool) -> Path:
+#: One input: a file, a DICOM series folder, or one file per channel of a case.
+Source = Path | list[Path]
+
+
+def first_file(source: Source) -> Path:
+    """The input's (first channel's) path: what messages and outputs are named after."""
+    return source[0] if isinstance(source, list) else source
+
+
+def case_of(source: Path, channels: int = 1) -> str:
+    """The case a (first-channel) input file names: the suffix dropped, and ``_0000`` too for a
+    run of several channels."""
+    name = split_name(source)[0]
+    match = _CHANNEL.match(name) if channels > 1 else None
+    return match["case"] if match else name
+
+
+def output_path(source: Source, out: Path | None, multiple: bool) -> Path:
     """``<name>_seg.<same extension>`` beside the input, or inside ``out`` when it is a folder.
 
     DICOM series get NIfTI in the series' geometry and JPEG inputs PNG (JPEG would alter labels).
+    A case given as one file per channel (``case_0000``, ``case_0001``, …) gives ``case_seg``.
     ``out`` is a folder when several inputs are predicted, when it exists as one, or when it has no
     image extension.
     """
+    if isinstance(source, list):
+        name, ext = split_name(source[0])
+        match = _CHANNEL.match(name)
+        source = source[0].with_name((match["case"] if match else name) + ext)
     default = prediction_name(source)
     if out is None:
         return source.parent / default
@@ -29,12 +54,43 @@ def output_path(source: Path, out: Path | None, multiple: bool) -> Path:
     return out
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | Path], channels: int = 1) -> list[Source]:
     """Files stay files; a DICOM series folder stays one input; other folders give their images.
 
     Folders give their image files (any suffix :mod:`medseg.data.io` reads, not earlier ``*_seg``
-    outputs) and DICOM series sub-folders, sorted.
+    outputs) and DICOM series sub-folders, sorted. For a run of several ``channels`` the files of a
+    case named nnU-Net's way (``case_0000.nii.gz``, ``case_0001.nii.gz``, …) become one input, a
+    list in channel order; a single ``case_0000`` file given alone brings its siblings.
     """
+    files = _expand(inputs)
+    return files if channels == 1 else _group_channels(files, channels)
+
+
+def _group_channels(files: list[Path], channels: int) -> list[Source]:
+    """nnU-Net channel files grouped into cases; one line naming the case when a channel is missing."""
+    cases: dict[tuple[Path, str, str], dict[int, Path]] = {}
+    for path in files:
+        name, ext = split_name(path)
+        match = _CHANNEL.match(name)
+        if match is None:
+            raise MedsegError(f"{path}: the run takes {channels} channels, one file each, named like "
+                              f"case_0000{ext} … case_{channels - 1:04d}{ext}; rename it or give its channels")
+        cases.setdefault((path.parent, match["case"], ext), {})[int(match["channel"])] = path
+    grouped: list[Source] = []
+    for (folder, case, ext), found in cases.items():
+        for k in range(channels):  # a lone case_0000 given on the command line brings its siblings
+            sibling = folder / f"{case}_{k:04d}{ext}"
+            if k not in found and sibling.is_file():
+                found[k] = sibling
+        missing = [k for k in range(channels) if k not in found]
+        if missing or len(found) != channels:
+            raise MedsegError(f"{folder / case}: the run takes channels 0000-{channels - 1:04d}; "
+                              f"found {', '.join(f'{k:04d}' for k in sorted(found))}; give every channel of the case")
+        grouped.append([found[k] for k in range(channels)])
+    return grouped
+
+
+def _expand(inputs: Sequence[str | Path]) -> list[Path]:
     result: list[Path] = []
     for item in inputs:
         path = Path(item)

@@ -24,15 +24,20 @@ from medseg import runtime, tuning
 from medseg.config import InferenceConfig, load_config
 from medseg.data import io
 from medseg.errors import MedsegError
-from medseg.inference.paths import user_error
+from medseg.inference.dicom_seg import write_dicom_seg
+from medseg.inference.formats import itksnap_labels, itksnap_path, slicer_fields
+from medseg.inference.paths import case_of, user_error
 from medseg.inference.postprocess import keep_largest_components
-from medseg.inference.resample import affine_nd, to_original
+from medseg.inference.resample import affine_nd, grid_mapping, to_original
+from medseg.inference.slabs import logit_bytes, segment_in_slabs, slab_plan
+from medseg.inference.statistics import statistics_path, structure_statistics
 from medseg.inferer import SlidingWindow, tta_flips
 from medseg.models import fold_batch_norms
 from medseg.models.summary import count_parameters
 from medseg.planning.envelope import warnings_for
 from medseg.planning.measure import orientation
 from medseg.run import find_run, read_checkpoint, split_name
+from medseg.utils import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -50,6 +55,8 @@ class Prediction:
     probabilities: np.ndarray | None = field(default=None, repr=False)
     #: Ways the input lies outside what the model was trained on (spacing, intensities, ...): one line each.
     warnings: list[str] = field(default_factory=list)
+    #: Per-structure statistics (:mod:`medseg.inference.statistics`), when the predictor computes them.
+    statistics: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -60,13 +67,16 @@ class Prepared:
     meta: io.ImageMeta
     image: MetaTensor = field(repr=False)
     warnings: list[str] = field(default_factory=list)
+    raw: np.ndarray | None = field(default=None, repr=False)  # the input as read, for statistics
 
 
 class Predictor:
     """Segment images with a trained run: ``Predictor(run_dir).predict(path_or_array)``.
 
     Model, weights and preprocessing are built once and reused for every input. Options left at
-    ``None`` come from the run's ``inference`` config.
+    ``None`` come from the run's ``inference`` config. With ``statistics`` every prediction carries
+    per-structure volumes, intensities, components and positions (:mod:`medseg.inference.statistics`)
+    and :meth:`write` puts them beside the mask as ``<name>_stats.json``.
     """
 
     def __init__(
@@ -81,11 +91,14 @@ class Predictor:
         save_probabilities: bool | None = None,
         channels_last: bool | str = "auto",
         sw_batch_size: int | None = None,
+        statistics: bool = False,
     ) -> None:
         self.run_dir = find_run(run_dir)
+        self.statistics = statistics
         cfg = load_config(self.run_dir / "config.yaml")
         ckpt = read_checkpoint(self.run_dir, checkpoint)
         self.weights = ckpt.path
+        self.model_name = str(ckpt.build_args.get("name", "medseg"))
         self.preprocess = ckpt.preprocess
         self.labels = dict(self.preprocess.labels)
         self.num_classes = self.preprocess.num_classes
@@ -168,10 +181,11 @@ class Predictor:
             except Exception as err:
                 raise user_error(path, err) from None
             notes = self._outside_training(data["image"], meta)
+            raw = runtime.plain(data["image"]).numpy() if self.statistics else None
             del data
             image: MetaTensor = prepared.pop("image")
             self._check_channels(path, image.shape[0])
-        return Prepared(path, meta, image, notes)
+        return Prepared(path, meta, image, notes, raw)
 
     def segment(self, prepared: Prepared) -> Prediction:
         """The network on a prepared input, then the label map in the input's own grid."""
@@ -180,15 +194,38 @@ class Predictor:
             net_affine = np.asarray(torch.as_tensor(image.affine), dtype=np.float64)
             orig_affine = np.asarray(torch.as_tensor(image.meta.get("original_affine", net_affine)), dtype=np.float64)
             resampled = bool(image.applied_operations)
-            logits = self.logits(image)
+            mapping = grid_mapping(net_affine, orig_affine, len(meta.shape), resampled)
+            plan = self._slabs(image, mapping, tuple(meta.shape))
             prepared.image = None  # type: ignore[assignment]  # the caller's reference is the last one
-            del image
-            labels, probabilities = to_original(logits, net_affine, orig_affine, tuple(meta.shape), resampled,
-                                                self.inference.save_probabilities)
-            del logits
+            if plan is not None:  # many classes: never all their logits for the whole volume at once
+                labels = segment_in_slabs(self.logits, runtime.plain(image), mapping, tuple(meta.shape), plan,
+                                          self.num_classes)
+                probabilities = None
+            else:
+                logits = self.logits(image)
+                del image
+                labels, probabilities = to_original(logits, net_affine, orig_affine, tuple(meta.shape), resampled,
+                                                    self.inference.save_probabilities)
+                del logits
         if self.inference.largest_component:
             keep_largest_components(labels, self.preprocess.foreground)
-        return Prediction(labels, prepared.source, meta, probabilities, prepared.warnings)
+        rows = None
+        if self.statistics:
+            case = case_of(prepared.source, self.preprocess.in_channels)
+            rows = structure_statistics(labels, meta, self.labels, prepared.raw, case)
+            prepared.raw = None
+        return Prediction(labels, prepared.source, meta, probabilities, prepared.warnings, rows)
+
+    def _slabs(self, image: torch.Tensor, mapping: np.ndarray, orig_shape: tuple[int, ...]) -> list | None:
+        """The slabs of :func:`~medseg.inference.slabs.slab_plan` when the whole volume's logits would
+        exceed ``inference.max_logits_gib`` (and no probability maps are asked for), else None."""
+        budget = int(self.inference.max_logits_gib * 2**30)
+        net_shape = tuple(int(n) for n in image.shape[1:])
+        if self.inference.save_probabilities or logit_bytes(self.num_classes, net_shape) <= budget:
+            return None
+        plan = slab_plan(mapping, net_shape, orig_shape, self.preprocess.patch_size, self.num_classes, budget,
+                         self.inference.overlap)
+        return plan if plan is not None and len(plan) > 1 else None
 
     def _outside_training(self, image: torch.Tensor, meta: io.ImageMeta) -> list[str]:
         """Warnings for an input unlike the training data (runs planned from a fingerprint only)."""
@@ -263,14 +300,34 @@ class Predictor:
         """Segment ``source`` (a file, DICOM folder, or one file per channel) and write ``out`` in its geometry."""
         return self.write(self.predict(source), out)
 
+    def _write_mask(self, result: Prediction, out: Path) -> None:
+        """The label map in the format ``out``'s name asks for."""
+        assert result.meta is not None
+        if out.name.lower().endswith(".dcm"):
+            write_dicom_seg(result.labels, result.source, self.labels, out, self.model_name)
+            return
+        slicer = out.name.lower().endswith(".seg.nrrd")
+        fields = slicer_fields(result.labels, self.labels) if slicer else None
+        io.write_like(result.labels, result.meta, out, fields=fields)
+        if not slicer and io.image_format(out) in ("nrrd", "mha"):
+            atomic_write_text(itksnap_path(out), itksnap_labels(self.labels))
+
     def write(self, result: Prediction, out: Path) -> Path:
         """Write a prediction as ``out`` in its input's geometry.
 
         With probabilities on, ``<out name>_prob_<class><ext>`` float32 maps go beside it (TIFF for 2D
-        PNG/JPEG outputs, which cannot hold floats).
+        PNG/JPEG outputs, which cannot hold floats); with statistics, ``<out name>_stats.json``. A
+        ``.seg.nrrd`` carries 3D Slicer's segment names and colours; beside an ``.nrrd`` or ``.mha``
+        goes ITK-SNAP's ``<out name>_labels.txt`` (:mod:`medseg.inference.formats`); a ``.dcm`` is a DICOM
+        SEG of a DICOM-series input (:mod:`medseg.inference.dicom_seg`).
         """
         assert result.meta is not None
-        io.write_like(result.labels, result.meta, out)
+        self._write_mask(result, out)
+        if result.statistics is not None:
+            atomic_write_json(statistics_path(out), {
+                "source": str(result.source), "mask": str(out), "spacing_mm": list(result.meta.spacing),
+                "coordinates": "centroids in LPS (DICOM, ITK) and RAS (NIfTI, 3D Slicer) mm",
+                "structures": result.statistics})
         if result.probabilities is not None:
             name, ext = split_name(out)
             if ext.lower() in (".png", ".jpg", ".jpeg", ".bmp"):

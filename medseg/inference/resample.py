@@ -82,7 +82,7 @@ def argmax(scores: torch.Tensor, implicit_zero: bool = False) -> torch.Tensor:
     return labels
 
 
-def _separable(mapping: np.ndarray) -> list[tuple[int, float, float]] | None:
+def separable(mapping: np.ndarray) -> list[tuple[int, float, float]] | None:
     """``[(network axis, scale, offset)]`` per original axis when each original axis maps to one network axis.
 
     That is the case for MONAI's orientation and spacing steps (a permutation, flips and per-axis
@@ -128,7 +128,7 @@ def resample_slabs(
     """
     dims = len(out_shape)
     step = max(1, SLAB_VOXELS // max(1, math.prod(out_shape[:-1])))
-    axes = _separable(mapping)
+    axes = separable(mapping)
     if axes is not None:
         # view the network array with its axes in the original order, then interpolate the slab's
         # (last) axis first, so the other axes only ever see one slab
@@ -158,6 +158,13 @@ def resample_slabs(
         yield (*[slice(None)] * (dims - 1), slice(start, stop)), slab
 
 
+def grid_mapping(net_affine: np.ndarray, orig_affine: np.ndarray, dims: int, resampled: bool) -> np.ndarray:
+    """Original voxel index -> network voxel index (homogeneous), through world coordinates."""
+    if not resampled:
+        return np.eye(dims + 1)
+    return np.linalg.solve(affine_nd(net_affine, dims), affine_nd(orig_affine, dims))
+
+
 def to_original(
     logits: torch.Tensor, net_affine: np.ndarray, orig_affine: np.ndarray, orig_shape: tuple[int, ...],
     resampled: bool, probabilities: bool = False,
@@ -168,9 +175,7 @@ def to_original(
     """
     dims = len(orig_shape)
     num_classes = logits.shape[0]
-    mapping = np.eye(dims + 1)
-    if resampled:  # original voxel index -> network voxel index, through world coordinates
-        mapping = np.linalg.solve(affine_nd(net_affine, dims), affine_nd(orig_affine, dims))
+    mapping = grid_mapping(net_affine, orig_affine, dims, resampled)
     axes = _axis_map(mapping, tuple(logits.shape[1:]), orig_shape)
     if axes is not None:  # orientation only: exact re-ordering of the network's output
         labels = _reorder(argmax(logits), axes).numpy()

@@ -77,10 +77,10 @@ def test_way_back_equals_monai_invertd(tmp_path, oblique_case, spacing, monkeypa
     else:
         assert axes is None
         monkeypatch.setattr(resample, "SLAB_VOXELS", 1500)  # several slabs
-        assert resample._separable(mapping) is not None  # MONAI's steps are axis-aligned
+        assert resample.separable(mapping) is not None  # MONAI's steps are axis-aligned
         for separable in (True, False):  # one axis at a time, and the general grid_sample path
             if not separable:
-                monkeypatch.setattr(resample, "_separable", lambda mapping: None)
+                monkeypatch.setattr(resample, "separable", lambda mapping: None)
             out = np.full(reference.shape, np.nan, dtype=np.float32)
             for index, slab in resample.resample_slabs(logits, mapping, shape):
                 out[(slice(None), *index)] = slab.numpy()

@@ -1,0 +1,120 @@
+"""Folder prediction: channel files grouped into cases, a resumed call keeps finished outputs,
+reading ahead gives the same masks as reading in turn."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from inference_helpers import make_run
+
+from medseg.errors import MedsegError
+from medseg.inference import Predictor, expand_inputs, output_path, predict_many
+
+
+def _nifti(path, seed: int) -> None:
+    data = np.random.default_rng(seed).normal(0, 1, (12, 12, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+
+
+def test_channel_files_become_one_case_each(tmp_path) -> None:
+    for case in ("a", "b"):
+        for k in range(2):
+            _nifti(tmp_path / f"{case}_{k:04d}.nii.gz", k)
+    cases = expand_inputs([tmp_path], channels=2)
+    assert cases == [[tmp_path / "a_0000.nii.gz", tmp_path / "a_0001.nii.gz"],
+                     [tmp_path / "b_0000.nii.gz", tmp_path / "b_0001.nii.gz"]]
+    assert output_path(cases[0], tmp_path / "out", True) == tmp_path / "out" / "a_seg.nii.gz"
+    assert expand_inputs([tmp_path / "b_0000.nii.gz"], channels=2) == [cases[1]]  # the siblings come along
+
+
+def test_a_missing_channel_or_an_unnamed_file_is_one_line(tmp_path) -> None:
+    _nifti(tmp_path / "a_0000.nii.gz", 0)
+    with pytest.raises(MedsegError, match=r"a: the run takes channels 0000-0001; found 0000"):
+        expand_inputs([tmp_path], channels=2)
+    (tmp_path / "a_0000.nii.gz").rename(tmp_path / "a.nii.gz")
+    with pytest.raises(MedsegError, match=r"a\.nii\.gz: the run takes 2 channels"):
+        expand_inputs([tmp_path], channels=2)
+
+
+def test_a_two_channel_run_predicts_a_folder_of_cases(tmp_path) -> None:
+    run = make_run(tmp_path / "run", spacing=None, in_channels=2, preset="mri")
+    images = tmp_path / "images"
+    images.mkdir()
+    for case in ("a", "b"):
+        for k in range(2):
+            _nifti(images / f"{case}_{k:04d}.nii.gz", k)
+    report = predict_many(Predictor(run, precision="fp32"), [images], tmp_path / "out")
+    assert not report.failed, report.failed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_seg.nii.gz", "b_seg.nii.gz"]
+
+
+def test_resume_keeps_what_an_earlier_call_wrote(tmp_path) -> None:
+    run = make_run(tmp_path / "run", spacing=None)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        _nifti(images / f"case{k}.nii.gz", k)
+    predictor = Predictor(run, precision="fp32")
+    out = tmp_path / "out"
+    first = predict_many(predictor, [images / "case0.nii.gz", images / "case1.nii.gz"], out)
+    assert len(first.written) == 2
+    marker = (out / "case0_seg.nii.gz").stat().st_mtime_ns
+    again = predict_many(predictor, [images], out, resume=True)
+    assert [t.name for _, t in again.kept] == ["case0_seg.nii.gz", "case1_seg.nii.gz"]
+    assert [t.name for _, t in again.written] == ["case2_seg.nii.gz"]
+    assert (out / "case0_seg.nii.gz").stat().st_mtime_ns == marker
+
+
+def test_reading_ahead_gives_the_same_masks_and_records_failures(tmp_path) -> None:
+    run = make_run(tmp_path / "run", spacing=None)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        _nifti(images / f"case{k}.nii.gz", k)
+    (images / "case1b.nii.gz").write_bytes(b"broken")
+    predictor = Predictor(run, precision="fp32")
+    ahead = predict_many(predictor, [images], tmp_path / "ahead", prefetch=True)
+    turn = predict_many(predictor, [images], tmp_path / "turn", prefetch=False)
+    for report in (ahead, turn):
+        assert [s.name for s, _ in report.failed] == ["case1b.nii.gz"] and len(report.written) == 3
+    for k in range(3):
+        a = np.asarray(nib.load(str(tmp_path / "ahead" / f"case{k}_seg.nii.gz")).dataobj)
+        b = np.asarray(nib.load(str(tmp_path / "turn" / f"case{k}_seg.nii.gz")).dataobj)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigkill_mid_folder_then_continue_finishes_the_rest(tmp_path) -> None:
+    """A folder prediction killed with SIGKILL and run again with --continue: every output readable,
+    the ones written before the kill kept as they were."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = make_run(tmp_path / "run", spacing=None)
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    for k in range(10):
+        _nifti(images / f"case{k}.nii.gz", k)
+    cmd = [sys.executable, "-m", "medseg", "predict", str(images), "--run", str(run), "-o", str(out),
+           "--precision", "fp32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*_seg.nii.gz"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_seg.nii.gz")}
+    assert 3 <= len(before) < 10, "the kill came too late to test anything"
+    again = subprocess.run([*cmd, "--continue"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"kept {len(before)} output(s)" in again.stderr
+    written = sorted(out.glob("*_seg.nii.gz"))
+    assert len(written) == 10 and not list(out.glob(".tmp-*"))
+    for path in written:
+        assert np.asarray(nib.load(str(path)).dataobj).shape == (12, 12, 8)
+        if path.name in before:
+            assert path.stat().st_mtime_ns == before[path.name]
