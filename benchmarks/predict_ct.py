@@ -61,7 +61,7 @@ def synthetic_ct(path: Path, shape: tuple[int, int, int], spacing: tuple[float, 
     nib.save(img, str(path))
 
 
-def make_run(root: Path, patch: list[int], spacing: list[float] | None) -> Path:
+def make_run(root: Path, patch: list[int], spacing: list[float] | None, classes: int = 2) -> Path:
     """A run directory as ``medseg train`` writes it, with random weights (speed does not depend on them)."""
     import torch
 
@@ -71,13 +71,14 @@ def make_run(root: Path, patch: list[int], spacing: list[float] | None) -> Path:
     from medseg.utils import atomic_write_text
 
     torch.manual_seed(0)
-    model = build_model("unet_resnet", spatial_dims=3, in_channels=1, out_channels=2, **ENCODER)
+    model = build_model("unet_resnet", spatial_dims=3, in_channels=1, out_channels=classes, **ENCODER)
     cfg = resolve_config(model="unet_resnet", overrides={
         "model": {"options": ENCODER}, "data": {"patch_size": patch, "spacing": spacing, "preset": "ct"},
     })
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "config.yaml", cfg.to_yaml())
-    preprocess = Preprocess("ct", 3, tuple(patch), 1, {0: "background", 1: "organ"},
+    names = {0: "background", 1: "organ", **{k: f"structure_{k}" for k in range(2, classes)}}
+    preprocess = Preprocess("ct", 3, tuple(patch), 1, names,
                             tuple(spacing) if spacing else None, DEFAULT_CT_WINDOW)
     save_weights(root / "best.safetensors", model, checkpoint_metadata(model.build_args, preprocess))
     return root
@@ -111,10 +112,86 @@ def child(run: str, image: str, precision: str, out: str) -> None:
                       "threads": __import__("torch").get_num_threads(), "stages": stages}))
 
 
-def measure(run: Path, image: Path, precision: str, out: Path) -> dict:
-    """Run :func:`child` in a fresh interpreter; add its own peak RSS (``os.wait4``)."""
+def monai_child(run: str, image: str, precision: str, out: str) -> None:
+    """MONAI's tutorial pipeline on the same network and weights: LoadImaged … Spacingd, scaling,
+    ``sliding_window_inference``, ``Invertd`` (bilinear on the logits), argmax, ``SaveImaged``."""
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (
+        AsDiscreted,
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        Orientationd,
+        SaveImaged,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+
+    from medseg import runtime
+    from medseg.run import read_checkpoint
+
+    ckpt = read_checkpoint(Path(run), "best")
+    model = ckpt.build().eval()
+    prep = ckpt.preprocess
+    steps = [LoadImaged("image"), EnsureChannelFirstd("image"), Orientationd("image", axcodes="RAS")]
+    if prep.spacing:
+        steps.append(Spacingd("image", pixdim=prep.spacing, mode="bilinear"))
+    low, high = prep.ct_window or (-160.0, 240.0)
+    pre = Compose([*steps, ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    data = pre({"image": image})
+    t_net = time.perf_counter()
+    cpu = torch.device("cpu")
+    with torch.inference_mode(), runtime.autocast(runtime.resolve_precision(precision, cpu), cpu):
+        logits = sliding_window_inference(data["image"][None], list(prep.patch_size), 4, model, overlap=0.5,
+                                          mode="gaussian")
+    data["pred"] = logits[0].float()
+    t_back = time.perf_counter()
+    post = Compose([Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False),
+                    AsDiscreted("pred", argmax=True),
+                    SaveImaged("pred", output_dir=str(Path(out).parent), output_postfix="monai", separate_folder=False,
+                               output_dtype="uint8", print_log=False)])
+    with torch.inference_mode():
+        post(data)
+    end = time.perf_counter()
+    stages = {"read": t_net - start, "network": t_back - t_net, "back": end - t_back, "write": 0.0}
+    print(json.dumps({"precision": f"MONAI tutorial ({precision})", "seconds": end - start, "rss_before_kib": before,
+                      "threads": torch.get_num_threads(), "stages": stages}))
+
+
+def batch_child(run: str, folder: str, precision: str, out: str) -> None:
+    """``predict_many`` over a folder (reading ahead, writing behind); the network's share of the wall."""
+    from medseg.inference import Predictor
+    from medseg.inference.batch import predict_many
+
+    predictor = Predictor(run, device="cpu", precision=precision)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    network: list[float] = []
+    logits = predictor.logits
+
+    def timed(image):  # the network part of each case
+        t0 = time.perf_counter()
+        result = logits(image)
+        network.append(time.perf_counter() - t0)
+        return result
+
+    predictor.logits = timed
+    start = time.perf_counter()
+    report = predict_many(predictor, [folder], Path(out))
+    seconds = time.perf_counter() - start
+    assert not report.failed, report.failed
+    print(json.dumps({"precision": str(predictor.precision), "seconds": seconds, "cases": len(report.written),
+                      "network": sum(network), "rss_before_kib": before}))
+
+
+def measure(run: Path, image: Path, precision: str, out: Path, monai: bool = False, batch: bool = False) -> dict:
+    """Run :func:`child` (or :func:`monai_child`) in a fresh interpreter; add its own peak RSS (``os.wait4``)."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(run), str(image), precision, str(out)],
+        [sys.executable, __file__, "--monai-child" if monai else "--batch-child" if batch else "--child", str(run),
+         str(image), precision, str(out)],
         stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
@@ -179,9 +256,19 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["auto", "fp32"])
     parser.add_argument("--markdown", default=None, help="write the table into the '## Prediction' section of this file")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--monai-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--cases", type=int, default=3, help="cases of the folder prediction (0: none)")
+    parser.add_argument("--many", type=int, default=14, help="classes of the many-class run (0: none)")
     args = parser.parse_args()
+    if args.batch_child:
+        batch_child(*args.batch_child)
+        return
     if args.child:
         child(*args.child)
+        return
+    if args.monai_child:
+        monai_child(*args.monai_child)
         return
 
     spacing = None if args.no_resample else args.spacing
@@ -199,6 +286,22 @@ def main() -> None:
             result = measure(run, image, precision, out)
             rows.append(result)
             print(json.dumps(result), file=sys.stderr)
+        reference = measure(run, image, args.precisions[0], folder / "ct_seg_monai.nii.gz", monai=True)
+        print(json.dumps(reference), file=sys.stderr)
+        crowd = None
+        if args.many:  # the same CT through a many-class network, both pipelines
+            many_run = make_run(folder / "run_many", args.patch, spacing, classes=args.many)
+            crowd = (measure(many_run, image, args.precisions[0], folder / "ct_seg_many.nii.gz"),
+                     measure(many_run, image, args.precisions[0], folder / "ct_seg_many_monai.nii.gz", monai=True))
+            print(json.dumps(crowd), file=sys.stderr)
+        many = None
+        if args.cases:
+            cases = folder / "cases"
+            cases.mkdir()
+            for k in range(args.cases):
+                os.link(image, cases / f"ct_{k}.nii.gz")
+            many = measure(run, cases, args.precisions[0], folder / "cases_out", batch=True)
+            print(json.dumps(many), file=sys.stderr)
         error = bf16_logit_error(run, args.patch)
 
     load_after = os.getloadavg()[0]
@@ -223,7 +326,27 @@ def main() -> None:
         f"autocast changes this network's logits on a patch by at most {error:.3f} of their standard deviation. "
         f"Load average {load_before:.1f} before and {load_after:.1f} after (other work shares the CPUs)."
     )
+    peak, before = reference["peak_rss_kib"] / 1024, reference["rss_before_kib"] / 1024
+    stages = " / ".join(f"{reference['stages'][k]:.1f}" for k in ("read", "network", "back", "write"))
+    lines.append(f"| {reference['precision']} | {reference['seconds']:.1f} | {base / reference['seconds']:.2f}× | {stages} "
+                 f"| {peak:.0f} | {before:.0f} | {peak - before:.0f} |")
     table = "\n".join(lines)
+    first = rows[0]
+    overhead = first["seconds"] - first["stages"]["network"]
+    verdict = (f"{first['precision']}: everything but the network {overhead:.1f} s = "
+               f"{100 * overhead / first['stages']['network']:.0f} % of the network's {first['stages']['network']:.1f} s; "
+               f"peak {first['peak_rss_kib'] / 1024:.0f} MiB against MONAI's {peak:.0f} MiB "
+               f"({first['peak_rss_kib'] / reference['peak_rss_kib']:.2f}×)")
+    if many is not None:
+        share = (many["seconds"] - many["network"]) / many["network"]
+        verdict += (f". A folder of {many['cases']} such CTs (`predict_many`, the next case read while the network runs, "
+                    f"each written behind): {many['seconds'] / many['cases']:.1f} s a case, everything but the network "
+                    f"{100 * share:.0f} % of network time; peak {many['peak_rss_kib'] / 1024:.0f} MiB")
+    if crowd is not None:
+        ours, theirs = (r["peak_rss_kib"] / 1024 for r in crowd)
+        verdict += (f". With {args.many} classes: medseg {crowd[0]['seconds']:.1f} s, peak {ours:.0f} MiB; MONAI "
+                    f"{crowd[1]['seconds']:.1f} s, peak {theirs:.0f} MiB ({ours / theirs:.2f}×)")
+    table += "\n\n" + verdict
     print(setup + "\n\n" + table)
     if args.markdown:
         body = f"`python benchmarks/predict_ct.py` times `Predictor.predict_file` (read, preprocess, sliding window, " \

@@ -48,6 +48,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -188,27 +189,11 @@ def run_logged(args: list[str], log: Path, timeout_s: float) -> tuple[float, str
 
 
 MEDSEG = [sys.executable, "-m", "medseg"]
-PREDICT_CHANNELS = """
-import json, sys
-from pathlib import Path
-from medseg.inference import Predictor
-run, out, cases = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-predictor = Predictor(run)
-for name, files in cases.items():
-    predictor.predict_file([Path(f) for f in files], out / name)
-"""
-
-
 def medseg_predict(data: Dataset, run: Path, predictions: Path, log: Path) -> tuple[float, str | None]:
-    """``medseg predict TEST_FOLDER --run RUN -o PRED`` (one file a case), else the Predictor per case."""
-    if all(len(images) == 1 for images, _ in data.test):
-        folder = data.test[0][0][0].parent
-        return run_logged([*MEDSEG, "predict", str(folder), "--run", str(run), "-o", str(predictions)], log, 1800)
-    predictions.mkdir(parents=True, exist_ok=True)
-    cases = {f"{case_id(label)}_seg{label.name[len(case_id(label)):]}": [str(p) for p in images]
-             for images, label in data.test}
-    return run_logged([sys.executable, "-c", PREDICT_CHANNELS, str(run), str(predictions), json.dumps(cases)],
-                      log, 1800)
+    """``medseg predict TEST_FOLDER --run RUN -o PRED``: a two-channel run takes each case's
+    ``_0000``/``_0001`` files as one input."""
+    folder = data.test[0][0][0].parent
+    return run_logged([*MEDSEG, "predict", str(folder), "--run", str(run), "-o", str(predictions)], log, 1800)
 
 
 def medseg_side(data: Dataset, work: Path, minutes: float) -> Side:
@@ -237,7 +222,23 @@ def medseg_plan(run: Path) -> str:
     data, train = cfg.get("data", {}), cfg.get("train", {})
     return (f"medseg plan: model {cfg.get('model', {}).get('name')}, patch {data.get('patch_size')}, "
             f"spacing {data.get('spacing')}, preset {data.get('preset')}, batch {train.get('batch_size')}, "
-            f"loss {train.get('loss')}, lr {train.get('lr')}")
+            f"loss {train.get('loss')}, lr {train.get('lr')}, tta {cfg.get('inference', {}).get('tta')}; "
+            f"{data_wait(run)}")
+
+
+DATA_WAIT = re.compile(r"epoch \d+: (\d+) steps in ([\d.]+) s, ([\d.]+) s of it waiting for data")
+
+
+def data_wait(run: Path) -> str:
+    """The share of the training steps' time spent waiting for the next batch, from the run's log.txt."""
+    try:
+        found = DATA_WAIT.findall((run / "log.txt").read_text(encoding="utf-8"))
+    except OSError:
+        found = []
+    if not found:
+        return "data wait: not logged"
+    steps, spent, waited = (sum(float(f[i]) for f in found) for i in range(3))
+    return f"data wait {waited:.1f} s of {spent:.0f} s in {steps:.0f} steps ({100 * waited / spent:.1f} %)"
 
 
 # -- MONAI, the way its tutorials do it --------------------------------------------------------------
