@@ -1,4 +1,4 @@
-"""``medseg evaluate``'s table shows every number whole on an 80-column terminal."""
+"""Terminal tables of evaluate and compare keep every number whole on an 80-column terminal."""
 
 from __future__ import annotations
 
@@ -37,3 +37,19 @@ def test_names_come_from_the_dataset_json_beside_the_labels(tmp_path) -> None:
     assert dataset_labels(labels) == {1: "oedema", 2: "core"}  # nnU-Net v2: name -> value
     (labels / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "organ"}}))
     assert dataset_labels(labels) == {1: "organ"}  # MSD, and the nearer file wins
+
+
+def test_the_comparison_table_fits_80_columns() -> None:
+    from medseg.cli.compare import comparison_table
+    from medseg.experiments.compare import COLUMNS
+
+    values = {"dice": "0.9498 ± 0.0100", "iou": "0.9046 ± 0.0181", "hd95": "11.48 ± 10.46", "params_m": "26.04",
+              "gflops": "15.74", "train_minutes": "10.9", "epochs": "120", "infer_seconds_per_case": "0.04"}
+    rows = [{"model": name, **values} for name in ("fcn", "unet_resnet", "dual_unet_resnet")]
+    assert set(rows[0]) == set(COLUMNS)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(comparison_table(rows, 8))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for number in ("0.9498", "±0.0100", "11.48", "±10.46", "26.04", "15.74", "10.9", "120", "0.04"):
+        assert text.count(number) == 3, number
