@@ -13,7 +13,7 @@ from medseg.data import io
 from medseg.errors import MedsegError
 from medseg.inference.formats import with_format
 from medseg.inference.paths import Source, expand_inputs, first_file, output_path, user_error
-from medseg.inference.predictor import Prediction, Predictor, Prepared
+from medseg.inference.predictor import Prediction, Predictor, Prepared, Stitched
 from medseg.inference.statistics import statistics_path
 from medseg.utils import remove_stale_temporaries
 
@@ -43,7 +43,8 @@ def predict_many(
 
     For a run of several channels, a case's files (``case_0000``, ``case_0001``, …) are one input.
     With ``prefetch`` the next input is read and preprocessed in a thread while the network segments
-    the current one, and each label map is written in another while the next case runs (gzip, the
+    the current one, and each case is mapped back to its grid and written in another while the next
+    case runs (gzip, the
     readers and the writers release the GIL): at most three cases are in memory at once. With
     ``resume`` a case whose output exists is kept, not predicted again (outputs are written under a
     temporary name and renamed, so an existing one is complete), and the temporary files a killed
@@ -65,18 +66,18 @@ def predict_many(
             return future
 
         upcoming = read(0) if todo else None
-        writing: tuple[Path, Path, Future[Path], Prediction | None] | None = None
+        writing: tuple[Path, Path, Future[Prediction]] | None = None
         for i, (source, target) in enumerate(todo):
             current, upcoming = upcoming, (read(i + 1) if prefetch and i + 1 < len(todo) else None)
             assert current is not None
             try:
-                result = predictor.segment(current.result())
-                job = writer.submit(predictor.write, result, target)
+                prepared = current.result()
+                job = writer.submit(_finish_and_write, predictor, prepared, predictor.network(prepared), target)
             except Exception as err:  # a corrupt file must not stop the others
-                job, result = _failed(err), None
+                job = _failed(err)
             if writing is not None:
                 _finish(report, *writing)
-            writing = (first_file(source), target, job, result)
+            writing = (first_file(source), target, job)
             if not prefetch and i + 1 < len(todo):
                 upcoming = read(i + 1)
             if on_progress is not None:
@@ -115,16 +116,23 @@ def _settle(future: Future[Any], fn: Callable[..., Any], *args: Any) -> None:
         future.set_exception(err)
 
 
-def _failed(err: Exception) -> Future[Path]:
-    future: Future[Path] = Future()
+def _finish_and_write(predictor: Predictor, prepared: Prepared, stitched: Stitched, target: Path) -> Prediction:
+    """The way back to the input's grid and the writing, off the network's thread."""
+    result = predictor.finish(prepared, stitched)
+    predictor.write(result, target)
+    return result
+
+
+def _failed(err: Exception) -> Future[Prediction]:
+    future: Future[Prediction] = Future()
     future.set_exception(err)
     return future
 
 
-def _finish(report: BatchReport, source: Path, target: Path, job: Future[Path], result: Prediction | None) -> None:
+def _finish(report: BatchReport, source: Path, target: Path, job: Future[Prediction]) -> None:
     """Record a case once its label map is written (or why it failed)."""
     try:
-        job.result()
+        result = job.result()
     except MedsegError as err:
         report.failed.append((source, str(err)))
         return
@@ -132,6 +140,5 @@ def _finish(report: BatchReport, source: Path, target: Path, job: Future[Path], 
         report.failed.append((source, str(user_error(source, err))))
         return
     report.written.append((source, target))
-    if result is not None:
-        report.warnings.extend((source, w) for w in result.warnings)
-        report.statistics.extend(result.statistics or [])
+    report.warnings.extend((source, w) for w in result.warnings)
+    report.statistics.extend(result.statistics or [])

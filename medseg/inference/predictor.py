@@ -70,6 +70,17 @@ class Prepared:
     raw: np.ndarray | None = field(default=None, repr=False)  # the input as read, for statistics
 
 
+@dataclass
+class Stitched:
+    """What the network gave for one input: network-grid logits, or labels already (many classes)."""
+
+    logits: torch.Tensor | None
+    labels: np.ndarray | None
+    net_affine: np.ndarray
+    orig_affine: np.ndarray
+    resampled: bool
+
+
 class Predictor:
     """Segment images with a trained run: ``Predictor(run_dir).predict(path_or_array)``.
 
@@ -189,6 +200,11 @@ class Predictor:
 
     def segment(self, prepared: Prepared) -> Prediction:
         """The network on a prepared input, then the label map in the input's own grid."""
+        return self.finish(prepared, self.network(prepared))
+
+    def network(self, prepared: Prepared) -> Stitched:
+        """The network's part: blended logits on the network grid (or, with many classes, the labels
+        already, decided slab by slab). :func:`predict_many` runs :meth:`finish` in another thread."""
         image, meta = prepared.image, prepared.meta
         with torch.inference_mode():
             net_affine = np.asarray(torch.as_tensor(image.affine), dtype=np.float64)
@@ -200,13 +216,19 @@ class Predictor:
             if plan is not None:  # many classes: never all their logits for the whole volume at once
                 labels = segment_in_slabs(self.logits, runtime.plain(image), mapping, tuple(meta.shape), plan,
                                           self.num_classes)
-                probabilities = None
-            else:
-                logits = self.logits(image)
-                del image
-                labels, probabilities = to_original(logits, net_affine, orig_affine, tuple(meta.shape), resampled,
+                return Stitched(None, labels, net_affine, orig_affine, resampled)
+            return Stitched(self.logits(image), None, net_affine, orig_affine, resampled)
+
+    def finish(self, prepared: Prepared, stitched: Stitched) -> Prediction:
+        """Logits back to the input's grid, post-processing and statistics."""
+        meta, labels, probabilities = prepared.meta, stitched.labels, None
+        if stitched.logits is not None:
+            with torch.inference_mode():
+                labels, probabilities = to_original(stitched.logits, stitched.net_affine, stitched.orig_affine,
+                                                    tuple(meta.shape), stitched.resampled,
                                                     self.inference.save_probabilities)
-                del logits
+            stitched.logits = None
+        assert labels is not None
         if self.inference.largest_component:
             keep_largest_components(labels, self.preprocess.foreground)
         rows = None
