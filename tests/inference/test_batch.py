@@ -17,6 +17,16 @@ def _nifti(path, seed: int) -> None:
     nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
 
 
+def _three_cases(tmp_path) -> tuple[Predictor, object]:
+    """A predictor of a tiny one-channel run, and a folder of three NIfTI cases."""
+    run = make_run(tmp_path / "run", spacing=None)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        _nifti(images / f"case{k}.nii.gz", k)
+    return Predictor(run, precision="fp32"), images
+
+
 def test_channel_files_become_one_case_each(tmp_path) -> None:
     for case in ("a", "b"):
         for k in range(2):
@@ -50,12 +60,7 @@ def test_a_two_channel_run_predicts_a_folder_of_cases(tmp_path) -> None:
 
 
 def test_resume_keeps_what_an_earlier_call_wrote(tmp_path) -> None:
-    run = make_run(tmp_path / "run", spacing=None)
-    images = tmp_path / "images"
-    images.mkdir()
-    for k in range(3):
-        _nifti(images / f"case{k}.nii.gz", k)
-    predictor = Predictor(run, precision="fp32")
+    predictor, images = _three_cases(tmp_path)
     out = tmp_path / "out"
     first = predict_many(predictor, [images / "case0.nii.gz", images / "case1.nii.gz"], out)
     assert len(first.written) == 2
@@ -67,13 +72,8 @@ def test_resume_keeps_what_an_earlier_call_wrote(tmp_path) -> None:
 
 
 def test_reading_ahead_gives_the_same_masks_and_records_failures(tmp_path) -> None:
-    run = make_run(tmp_path / "run", spacing=None)
-    images = tmp_path / "images"
-    images.mkdir()
-    for k in range(3):
-        _nifti(images / f"case{k}.nii.gz", k)
+    predictor, images = _three_cases(tmp_path)
     (images / "case1b.nii.gz").write_bytes(b"broken")
-    predictor = Predictor(run, precision="fp32")
     ahead = predict_many(predictor, [images], tmp_path / "ahead", prefetch=True)
     turn = predict_many(predictor, [images], tmp_path / "turn", prefetch=False)
     for report in (ahead, turn):

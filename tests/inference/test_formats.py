@@ -23,14 +23,20 @@ def _scan(path) -> None:
     nib.save(nib.Nifti1Image(data, affine), str(path))
 
 
-def test_seg_nrrd_opens_in_slicerio_with_names_colours_and_geometry(tmp_path) -> None:
-    slicerio = pytest.importorskip("slicerio")
+def _predict(tmp_path, fmt: str):
+    """``medseg predict scan.nii.gz --format FMT`` with a tiny three-class run; the scan's path."""
     run = make_run(tmp_path / "run", spacing=None, labels=LABELS)
     scan = tmp_path / "scan.nii.gz"
     _scan(scan)
     result = CliRunner().invoke(app, ["predict", str(scan), "--run", str(run), "-o", str(tmp_path / "out"),
-                                      "--format", "seg.nrrd", "--precision", "fp32"])
+                                      "--format", fmt, "--precision", "fp32"])
     assert result.exit_code == 0, result.output
+    return scan
+
+
+def test_seg_nrrd_opens_in_slicerio_with_names_colours_and_geometry(tmp_path) -> None:
+    slicerio = pytest.importorskip("slicerio")
+    scan = _predict(tmp_path, "seg.nrrd")
     seg = slicerio.read_segmentation(str(tmp_path / "out" / "scan_seg.seg.nrrd"))
     segments = {s["labelValue"]: s for s in seg["segments"]}
     assert {v: s["name"] for v, s in segments.items()} == {1: "liver", 2: "tumour"}
@@ -54,12 +60,7 @@ def test_slicer_extent_is_each_structures_box() -> None:
 
 
 def test_nrrd_gets_an_itksnap_label_file(tmp_path) -> None:
-    run = make_run(tmp_path / "run", spacing=None, labels=LABELS)
-    scan = tmp_path / "scan.nii.gz"
-    _scan(scan)
-    result = CliRunner().invoke(app, ["predict", str(scan), "--run", str(run), "-o", str(tmp_path / "out"),
-                                      "--format", "nrrd", "--precision", "fp32"])
-    assert result.exit_code == 0, result.output
+    _predict(tmp_path, "nrrd")
     text = (tmp_path / "out" / "scan_seg_labels.txt").read_text()
     assert text == itksnap_labels({0: "background", 1: "liver", 2: "tumour"})
     assert '"liver"' in text and '"tumour"' in text
