@@ -10,7 +10,7 @@ optionally averaged over flips), and mapped back to the original voxel grid
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,9 +103,11 @@ class Predictor:
         channels_last: bool | str = "auto",
         sw_batch_size: int | None = None,
         statistics: bool = False,
+        colours: Mapping[int, tuple[int, int, int]] | None = None,
     ) -> None:
         self.run_dir = find_run(run_dir)
         self.statistics = statistics
+        self.colours = dict(colours or {})  # label value -> RGB over the palette's, for seg.nrrd and ITK-SNAP
         cfg = load_config(self.run_dir / "config.yaml")
         ckpt = read_checkpoint(self.run_dir, checkpoint)
         self.weights = ckpt.path
@@ -329,10 +331,10 @@ class Predictor:
             write_dicom_seg(result.labels, result.source, self.labels, out, self.model_name)
             return
         slicer = out.name.lower().endswith(".seg.nrrd")
-        fields = slicer_fields(result.labels, self.labels) if slicer else None
+        fields = slicer_fields(result.labels, self.labels, self.colours) if slicer else None
         io.write_like(result.labels, result.meta, out, fields=fields)
         if not slicer and io.image_format(out) in ("nrrd", "mha"):
-            atomic_write_text(itksnap_path(out), itksnap_labels(self.labels))
+            atomic_write_text(itksnap_path(out), itksnap_labels(self.labels, self.colours))
 
     def write(self, result: Prediction, out: Path) -> Path:
         """Write a prediction as ``out`` in its input's geometry.

@@ -10,6 +10,7 @@ from inference_helpers import make_run
 from typer.testing import CliRunner
 
 from medseg.cli import _register, app, main
+from medseg.errors import MedsegError
 from medseg.inference.formats import PALETTE, itksnap_labels, slicer_fields
 
 _register()
@@ -74,3 +75,33 @@ def test_an_unknown_format_is_one_line(tmp_path, capsys) -> None:
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--format dicom: not a mask format" in err
+
+
+def test_colours_can_be_overridden_by_value_name_or_json(tmp_path) -> None:
+    import json
+
+    from medseg.inference.formats import parse_colours
+
+    names = {0: "background", 1: "liver", 2: "tumour"}
+    assert parse_colours(["1=255,0,0", "tumour=#00ff80"], names) == {1: (255, 0, 0), 2: (0, 255, 128)}
+    spec = tmp_path / "dataset.json"
+    spec.write_text(json.dumps({"labels": {"0": "background", "1": "liver"}, "colors": {"liver": [10, 20, 30]}}))
+    assert parse_colours([str(spec)], names) == {1: (10, 20, 30)}
+    assert "    1    10   20   30" in itksnap_labels(names, {1: (10, 20, 30)})
+    for bad, message in (("1=300,0,0", "three values 0-255"), ("spleen=1,2,3", "not a label value or name"),
+                         ("red", "write VALUE=R,G,B")):
+        with pytest.raises(MedsegError, match=message):
+            parse_colours([bad], names)
+
+
+def test_an_overridden_colour_reaches_slicer(tmp_path) -> None:
+    slicerio = pytest.importorskip("slicerio")
+    run = make_run(tmp_path / "run", spacing=None, labels=LABELS)
+    scan = tmp_path / "scan.nii.gz"
+    _scan(scan)
+    result = CliRunner().invoke(app, ["predict", str(scan), "--run", str(run), "-o", str(tmp_path / "out"),
+                                      "--format", "seg.nrrd", "--colors", "liver=#ff0000", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    seg = slicerio.read_segmentation(str(tmp_path / "out" / "scan_seg.seg.nrrd"), skip_voxels=True)
+    liver = next(s for s in seg["segments"] if s["name"] == "liver")
+    np.testing.assert_allclose(liver["color"], [1.0, 0.0, 0.0])
