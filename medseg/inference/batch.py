@@ -43,9 +43,9 @@ def predict_many(
 
     For a run of several channels, a case's files (``case_0000``, ``case_0001``, …) are one input.
     With ``prefetch`` the next input is read and preprocessed in a thread while the network segments
-    the current one, and each case is mapped back to its grid and written in another while the next
-    case runs (gzip, the
-    readers and the writers release the GIL): at most three cases are in memory at once. With
+    the current one; each case is mapped back to its grid and written in another thread while the
+    next one runs (gzip, the readers and the writers release the GIL), so at most three cases are
+    in memory at once. With
     ``resume`` a case whose output exists is kept, not predicted again (outputs are written under a
     temporary name and renamed, so an existing one is complete), and the temporary files a killed
     call left are removed. ``fmt`` (:data:`~medseg.inference.formats.FORMATS`) sets the masks' format.
@@ -59,9 +59,9 @@ def predict_many(
         report.statistics.extend(row for _, target in report.kept for row in _saved_statistics(target))
     with ThreadPoolExecutor(1, "medseg-read") as reader, ThreadPoolExecutor(1, "medseg-write") as writer:
         def read(k: int) -> Future[Prepared]:
-            future: Future[Prepared] = Future()
             if prefetch:
                 return reader.submit(predictor.prepare, todo[k][0])
+            future: Future[Prepared] = Future()
             _settle(future, predictor.prepare, todo[k][0])
             return future
 
