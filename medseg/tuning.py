@@ -38,7 +38,7 @@ MARGIN = 0.03
 
 
 @dataclass(frozen=True)
-class Choice:
+class Layout:
     """A measured (or given) memory-format choice and why."""
 
     channels_last: bool
@@ -65,17 +65,17 @@ def machine_signature(device: torch.device) -> str:
 def choose_channels_last(
     spec: bool | str, direction: Direction, build_args: dict[str, Any], shape: Sequence[int],
     device: torch.device, precision: runtime.Precision, make: Callable[[], torch.nn.Module] | None = None,
-) -> Choice:
+) -> Layout:
     """``spec`` when it is a bool; for ``auto`` the faster layout for ``direction`` at input ``shape``
     (batch, channels, *spatial), measured once and cached. The network timed is ``make()`` (default:
     ``build_model(**build_args)``); ``build_args`` also key the cache."""
     if isinstance(spec, bool):
-        return Choice(spec, "set")
+        return Layout(spec, "set")
     runtime.resolve_channels_last(spec)  # validates the word
     key = _key(direction, build_args, shape, device, precision)
     cached = _read_cache().get(key)
     if cached is not None:
-        return Choice(bool(cached["channels_last"]), f"measured faster for {direction} here (cached)")
+        return Layout(bool(cached["channels_last"]), f"measured faster for {direction} here (cached)")
     make = make or (lambda: build_model(**build_args))
     dims, classes = len(shape) - 2, int(build_args.get("out_channels", 2))
     seconds = {fmt: _time(direction, make, dims, classes, shape, device, precision, fmt)
@@ -83,7 +83,7 @@ def choose_channels_last(
     faster = seconds[True] < seconds[False] * (1 - MARGIN)
     _write_cache(key, {"channels_last": faster, "seconds": {str(k): round(v, 5) for k, v in seconds.items()}})
     ratio = seconds[False] / seconds[True]
-    return Choice(faster, f"measured for {direction} here: channels_last {ratio:.2f}× the plain layout's speed")
+    return Layout(faster, f"measured for {direction} here: channels_last {ratio:.2f}× the plain layout's speed")
 
 
 def _key(direction: str, build_args: dict[str, Any], shape: Sequence[int], device: torch.device,

@@ -29,7 +29,7 @@ from medseg.inference.formats import itksnap_labels, itksnap_path, slicer_fields
 from medseg.inference.paths import case_of, user_error
 from medseg.inference.postprocess import keep_largest_components
 from medseg.inference.resample import affine_nd, grid_mapping, to_original
-from medseg.inference.slabs import logit_bytes, segment_in_slabs, slab_plan
+from medseg.inference.slabs import SlabPlan, logit_bytes, segment_in_slabs, slab_plan
 from medseg.inference.statistics import statistics_path, structure_statistics
 from medseg.inferer import SlidingWindow, tta_flips
 from medseg.models import fold_batch_norms
@@ -240,7 +240,7 @@ class Predictor:
             prepared.raw = None
         return Prediction(labels, prepared.source, meta, probabilities, prepared.warnings, rows)
 
-    def _slabs(self, image: torch.Tensor, mapping: np.ndarray, orig_shape: tuple[int, ...]) -> list | None:
+    def _slabs(self, image: torch.Tensor, mapping: np.ndarray, orig_shape: tuple[int, ...]) -> SlabPlan | None:
         """The slabs of :func:`~medseg.inference.slabs.slab_plan` when the whole volume's logits would
         exceed ``inference.max_logits_gib`` (and no probability maps are asked for), else None."""
         budget = int(self.inference.max_logits_gib * 2**30)
@@ -249,7 +249,7 @@ class Predictor:
             return None
         plan = slab_plan(mapping, net_shape, orig_shape, self.preprocess.patch_size, self.num_classes, budget,
                          self.inference.overlap)
-        return plan if plan is not None and len(plan) > 1 else None
+        return plan if plan is not None and len(plan.slabs) > 1 else None
 
     def _outside_training(self, image: torch.Tensor, meta: io.ImageMeta) -> list[str]:
         """Warnings for an input unlike the training data (runs planned from a fingerprint only)."""

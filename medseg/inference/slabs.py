@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,13 +27,19 @@ def logit_bytes(num_classes: int, shape: Sequence[int]) -> int:
     return 4 * num_classes * math.prod(shape)
 
 
+class SlabPlan(NamedTuple):
+    """The network axis the original last axis maps to, and per slab ``(orig start, orig stop, net lo, net hi)``."""
+
+    axis: int
+    slabs: list[tuple[int, int, int, int]]
+
+
 def slab_plan(
     mapping: np.ndarray, net_shape: Sequence[int], orig_shape: Sequence[int], patch: Sequence[int],
     num_classes: int, budget_bytes: int, overlap: float,
-) -> list[tuple[int, int, int, int]] | None:
-    """``[(orig start, orig stop, net lo, net hi)]``: original slabs and the network range each needs
-    along the network axis the original last axis maps to; None when the map is not axis-aligned
-    (an oblique grid: the whole-volume path is used).
+) -> SlabPlan | None:
+    """The original slabs and the network range each needs along the network axis the original last
+    axis maps to; None when the map is not axis-aligned (an oblique grid: the whole-volume path is used).
 
     Each range has a patch of context on both sides and starts on the sliding window's own grid
     (multiples of its step, ``patch · (1 − overlap)``), so every window that touches a slab's voxels
@@ -53,12 +60,12 @@ def slab_plan(
         lo = max(0, (math.floor(min(ends)) - window) // step * step)
         hi = min(n, math.floor(max(ends)) + 2 + window)
         plan.append((start, stop, lo, hi))
-    return plan
+    return SlabPlan(axis, plan)
 
 
 def segment_in_slabs(
     logits: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, mapping: np.ndarray,
-    orig_shape: tuple[int, ...], plan: list[tuple[int, int, int, int]], num_classes: int,
+    orig_shape: tuple[int, ...], plan: SlabPlan, num_classes: int,
 ) -> np.ndarray:
     """Labels on the original grid, one slab of :func:`slab_plan` at a time.
 
@@ -66,9 +73,9 @@ def segment_in_slabs(
     sliding window, with its flips); ``image`` is the preprocessed ``(channels, *net)`` volume.
     """
     dims = len(orig_shape)
-    axis = separable(mapping)[-1][0]  # type: ignore[index]
+    axis = plan.axis
     labels = torch.empty(orig_shape, dtype=label_dtype(num_classes))
-    for start, stop, lo, hi in plan:
+    for start, stop, lo, hi in plan.slabs:
         part = logits(image.narrow(axis + 1, lo, hi - lo))
         relative = part[1:].sub_(part[:1])
         del part
