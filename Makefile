@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check medseg tests benchmarks datasets
+	$(BIN)/ruff check medseg tests benchmarks datasets docs
 
 test: install lint
 	$(BIN)/python -m pytest

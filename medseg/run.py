@@ -37,7 +37,8 @@ DEFAULT_CT_WINDOW = (-175.0, 250.0)
 class Preprocess:
     """The preprocessing contract between training and inference, stored with every checkpoint.
 
-    ``labels`` maps label value to class name, background included. ``intensity`` holds the
+    ``labels`` maps label value to class name, background included; ``colours`` the RGB colours the
+    dataset gave some of them (the viewers' outputs use the fixed palette for the rest). ``intensity`` holds the
     normalisation's dataset statistics when the preset needs them; ``plan`` and ``fingerprint``
     record how the values were chosen (see :mod:`medseg.planning`), for ``predict``'s warnings.
     """
@@ -52,6 +53,7 @@ class Preprocess:
     intensity: Mapping[str, Any] | None = field(default=None, compare=False)
     plan: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     fingerprint: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    colours: Mapping[int, tuple[int, int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -74,6 +76,8 @@ class Preprocess:
         for key in ("intensity", "plan", "fingerprint"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.colours:
+            out["colours"] = {str(k): list(v) for k, v in sorted(self.colours.items())}
         return out
 
     @classmethod
@@ -88,6 +92,7 @@ class Preprocess:
                 spacing=tuple(float(s) for s in spacing) if spacing is not None else None,
                 ct_window=tuple(float(w) for w in data.get("ct_window", DEFAULT_CT_WINDOW)),  # type: ignore[arg-type]
                 intensity=data.get("intensity"), plan=data.get("plan"), fingerprint=data.get("fingerprint"),
+                colours={int(k): (int(v[0]), int(v[1]), int(v[2])) for k, v in dict(data.get("colours") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as err:
             raise MedsegError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,10 @@ def test_preprocess_reads_runs_written_before_it_existed() -> None:
 
 def test_preprocess_round_trip_keeps_plan_and_fingerprint() -> None:
     pre = Preprocess("gray2d", 2, (96, 128), 1, {0: "background", 1: "cell"},
-                     plan={"patch_size": {"value": [96, 128]}}, fingerprint={"cases": 3})
-    back = Preprocess.from_metadata(pre.to_metadata())
+                     plan={"patch_size": {"value": [96, 128]}}, fingerprint={"cases": 3}, colours={1: (255, 0, 0)})
+    back = Preprocess.from_metadata(json.loads(json.dumps(pre.to_metadata())))
     assert back == pre and back.plan == pre.plan and back.fingerprint == pre.fingerprint and back.spacing is None
+    assert back.colours == {1: (255, 0, 0)}
 
 
 def test_broken_preprocess_metadata_is_one_line() -> None:

@@ -25,7 +25,7 @@ def predict(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16; auto: bf16 where the hardware has it.")] = "auto",
     fmt: Annotated[str, typer.Option("--format", help="Mask format: same (the input's; DICOM gives nii.gz), nii.gz, seg.nrrd (3D Slicer: names and colours), nrrd or mha (with an ITK-SNAP <name>_seg_labels.txt beside it), dicom-seg (DICOM series inputs; needs medseg[dicom]).")] = "same",
-    colors: Annotated[list[str] | None, typer.Option("--colors", help="Structure colours for seg.nrrd and ITK-SNAP labels, over the fixed palette: VALUE=R,G,B or NAME=#RRGGBB (repeat it), or a JSON file mapping values or names to [R, G, B] (a dataset.json's \"colors\" too).")] = None,
+    colors: Annotated[list[str] | None, typer.Option("--colors", help="Structure colours for seg.nrrd and ITK-SNAP labels, over the fixed palette and the training dataset.json's colors: VALUE=R,G,B or NAME=#RRGGBB (repeat it), or a JSON file mapping values or names to [R, G, B] (a dataset.json's \"colors\" too).")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Also write per-structure statistics (volume in mL, voxels, intensity under the mask, components, bounding box, centroid in LPS and RAS, touches_border): <name>_seg_stats.json beside each mask and statistics.csv for all.")] = False,
     resume: Annotated[bool, typer.Option("--continue/--overwrite", help="Keep outputs an earlier (interrupted) call already wrote and predict only the rest; default: predict every input again.")] = False,
 ) -> None:
@@ -52,7 +52,7 @@ def predict(
     if colors:
         from medseg.inference.formats import parse_colours
 
-        predictor.colours = parse_colours(colors, predictor.labels)
+        predictor.colours.update(parse_colours(colors, predictor.labels))
     console.print(f"using {predictor.describe()}", highlight=False, soft_wrap=True)
     total = len(expand_inputs(inputs, predictor.preprocess.in_channels))
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ class Case:
 class DatasetInfo:
     """What :func:`discover` found: layout, labelled and test cases, classes, channels, dimensions.
 
-    ``labels`` maps label value to class name, 0 (background) included. ``modalities`` names the
+    ``labels`` maps label value to class name, 0 (background) included; ``colours`` holds the RGB
+    colours dataset.json's ``colors`` gives (by value or name), for the viewers. ``modalities`` names the
     channels in order (e.g. ``["CT"]`` or ``["FLAIR", "T1w", "t1gd", "T2w"]``). ``problems`` lists
     what discovery noticed but did not stop for (missing files, unpaired images); ``medseg data check``
     reports them as errors.
@@ -63,6 +64,7 @@ class DatasetInfo:
     modalities: list[str] = field(default_factory=list)
     name: str = ""
     problems: list[str] = field(default_factory=list)
+    colours: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -135,6 +137,37 @@ def parse_labels(mapping: Any, path: Path, key: str = "labels") -> dict[int, str
             raise MedsegError(f"{path}: '{key}' gives '{labels[value]}' and '{name}' the same value {value}; give each class its own")
         labels[value] = name
     return _with_background(labels)
+
+
+def parse_colours(mapping: Any, labels: Mapping[int, str], where: str) -> dict[int, tuple[int, int, int]]:
+    """A ``colors`` mapping (label value or name -> ``[R, G, B]``, ``"R,G,B"`` or ``"#RRGGBB"``, 0-255)
+    -> ``{value: (r, g, b)}``; ``where`` starts each error message (the file or option)."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise MedsegError(f"{where}: 'colors' must map label values or names to [R, G, B]")
+    by_name = {str(v): k for k, v in labels.items()}
+    out: dict[int, tuple[int, int, int]] = {}
+    for key, rgb in mapping.items():
+        label = int(key) if _is_int(key) else by_name.get(str(key))
+        if label is None:
+            raise MedsegError(f"{where}: colour for {key!r}, which is not a label value or name ({', '.join(by_name)})")
+        out[label] = parse_rgb(f"{where}: {key}={rgb}", rgb)
+    return out
+
+
+def parse_rgb(where: str, rgb: Any) -> tuple[int, int, int]:
+    """``[r, g, b]``, ``"r,g,b"`` or ``"#rrggbb"`` as three ints in 0-255."""
+    try:
+        if isinstance(rgb, str) and rgb.startswith("#") and len(rgb) == 7:
+            values = [int(rgb[i:i + 2], 16) for i in (1, 3, 5)]
+        else:
+            values = [int(v) for v in (rgb.split(",") if isinstance(rgb, str) else rgb)]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise MedsegError(f"{where}: give three values 0-255 (R,G,B) or #RRGGBB")
+    return values[0], values[1], values[2]
 
 
 def _with_background(labels: dict[int, str]) -> dict[int, str]:
@@ -284,7 +317,10 @@ def discover(root: str | os.PathLike[str]) -> DatasetInfo:
     meta = _read_json(root / "dataset.json") if (root / "dataset.json").is_file() else None
     for _, matches, build in _LAYOUTS:
         if matches(root, meta):
-            return build(root, meta)
+            info = build(root, meta)
+            if meta:
+                info.colours = parse_colours(meta.get("colors"), info.labels, str(root / "dataset.json"))
+            return info
     raise MedsegError(
         f"{root}: unrecognised dataset layout; expected dataset.json with channel_names + file_ending "
         "(nnU-Net v2), dataset.json with a 'training' list (MSD), or images/ and labels/ folders"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medseg.data.datasets import parse_colours as parse_dataset_colours
 from medseg.errors import MedsegError
 from medseg.run import split_name
 
@@ -52,21 +53,15 @@ def colour(label: int, colours: Colours | None = None) -> tuple[int, int, int]:
 def parse_colours(values: Sequence[str], names: Mapping[int, str]) -> dict[int, tuple[int, int, int]]:
     """``--colors`` items: ``VALUE=R,G,B``, ``NAME=#RRGGBB`` (0-255), or a JSON file mapping values or
     names to ``[R, G, B]`` (a dataset.json's ``colors``, or the whole file being that mapping)."""
-    by_name = {str(v): k for k, v in names.items()}
     out: dict[int, tuple[int, int, int]] = {}
     for value in values:
         if value.endswith(".json") and Path(value).is_file():
-            pairs = _json_colours(Path(value))
-        else:
-            key, sep, rgb = value.partition("=")
-            if not sep:
-                raise MedsegError(f"--colors {value!r}: write VALUE=R,G,B or NAME=#RRGGBB, e.g. --colors 1=255,0,0")
-            pairs = {key.strip(): rgb.strip()}
-        for key, rgb in pairs.items():
-            label = int(key) if str(key).isdigit() else by_name.get(str(key))
-            if label is None:
-                raise MedsegError(f"--colors {key}: not a label value or name of this run ({', '.join(by_name)})")
-            out[label] = _rgb(key, rgb)
+            out.update(parse_dataset_colours(_json_colours(Path(value)), names, f"--colors {value}"))
+            continue
+        key, sep, rgb = value.partition("=")
+        if not sep:
+            raise MedsegError(f"--colors {value!r}: write VALUE=R,G,B or NAME=#RRGGBB, e.g. --colors 1=255,0,0")
+        out.update(parse_dataset_colours({key.strip(): rgb.strip()}, names, "--colors"))
     return out
 
 
@@ -79,20 +74,6 @@ def _json_colours(path: Path) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise MedsegError(f"--colors {path}: expected an object mapping label values or names to [R, G, B]")
     return found
-
-
-def _rgb(key: str, rgb: Any) -> tuple[int, int, int]:
-    """``[r, g, b]``, ``"r,g,b"`` or ``"#rrggbb"`` as three ints in 0-255."""
-    try:
-        if isinstance(rgb, str) and rgb.startswith("#") and len(rgb) == 7:
-            values = [int(rgb[i:i + 2], 16) for i in (1, 3, 5)]
-        else:
-            values = [int(v) for v in (rgb.split(",") if isinstance(rgb, str) else rgb)]
-    except (TypeError, ValueError):
-        values = []
-    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-        raise MedsegError(f"--colors {key}={rgb}: give three values 0-255 (R,G,B) or #RRGGBB")
-    return values[0], values[1], values[2]
 
 
 def with_format(path: Path, fmt: str) -> Path:

@@ -107,13 +107,14 @@ class Predictor:
     ) -> None:
         self.run_dir = find_run(run_dir)
         self.statistics = statistics
-        self.colours = dict(colours or {})  # label value -> RGB over the palette's, for seg.nrrd and ITK-SNAP
         cfg = load_config(self.run_dir / "config.yaml")
         ckpt = read_checkpoint(self.run_dir, checkpoint)
         self.weights = ckpt.path
         self.model_name = str(ckpt.build_args.get("name", "medseg"))
         self.preprocess = ckpt.preprocess
         self.labels = dict(self.preprocess.labels)
+        # label value -> RGB over the palette's, for seg.nrrd and ITK-SNAP: the dataset's, then the caller's
+        self.colours = {**self.preprocess.colours, **dict(colours or {})}
         self.num_classes = self.preprocess.num_classes
         self.spatial_dims = self.preprocess.spatial_dims
         updates = {"tta": tta, "overlap": overlap, "largest_component": largest_component,

@@ -66,7 +66,7 @@ def preprocess_for(
         ct_window=tuple(cfg.data.ct_window) if cfg.data.ct_window is not None else DEFAULT_CT_WINDOW,  # type: ignore[arg-type]
         intensity=cfg.data.intensity if cfg.data.ct_window is None else None,
         plan=plan.to_dict() if plan is not None else None,
-        fingerprint=envelope(fingerprint) if fingerprint is not None else None,
+        fingerprint=envelope(fingerprint) if fingerprint is not None else None, colours=dict(info.colours),
     )
 
 

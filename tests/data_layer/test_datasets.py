@@ -182,6 +182,19 @@ def test_both_label_conventions_in_every_layout(tmp_path, layout, labels):
 
 
 @pytest.mark.parametrize("layout", ["folder", "msd", "nnunet"])
+def test_dataset_colours_are_read_by_value_or_name_in_every_layout(tmp_path, layout):
+    root = _with_labels(layout, tmp_path / layout, NNUNET_LABELS)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["colors"] = {"organ": "#ff8000", "2": [0, 0, 255]}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    assert datasets.discover(root).colours == {1: (255, 128, 0), 2: (0, 0, 255)}
+    meta["colors"] = {"spleen": [1, 2, 3]}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(MedsegError, match=r"dataset.json: colour for 'spleen', which is not a label value or name"):
+        datasets.discover(root)
+
+
+@pytest.mark.parametrize("layout", ["folder", "msd", "nnunet"])
 def test_nnunet_regions_are_a_one_line_error_in_every_layout(tmp_path, layout):
     root = _with_labels(layout, tmp_path / layout, {"background": 0, "organ": [1, 2], "lesion": 2})
     with pytest.raises(MedsegError, match=r"'organ' is \[1, 2\], an nnU-Net region; regions are not supported") as err:

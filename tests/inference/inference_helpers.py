@@ -34,6 +34,7 @@ def make_run(
     labels: dict[str, str] | None = None,
     inference: dict[str, Any] | None = None,
     envelope: dict[str, Any] | None = None,
+    colours: dict[int, tuple[int, int, int]] | None = None,
 ) -> Path:
     """A run directory (config.yaml, best.safetensors with build_args and preprocess) as training writes it;
     ``envelope`` is the training data's ranges a planned run stores (``Preprocess.fingerprint``)."""
@@ -48,7 +49,7 @@ def make_run(
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "config.yaml", cfg.to_yaml())
     preprocess = Preprocess(preset, spatial_dims, tuple(patch_size), in_channels, labels_from(labels),
-                            tuple(spacing) if spacing else None, fingerprint=envelope)
+                            tuple(spacing) if spacing else None, fingerprint=envelope, colours=colours or {})
     build_args = getattr(model, "build_args", {"name": "threshold"})  # ThresholdNet is built by no registry
     save_weights(root / "best.safetensors", model, checkpoint_metadata(build_args, preprocess))
     return root

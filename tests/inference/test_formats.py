@@ -105,3 +105,19 @@ def test_an_overridden_colour_reaches_slicer(tmp_path) -> None:
     seg = slicerio.read_segmentation(str(tmp_path / "out" / "scan_seg.seg.nrrd"), skip_voxels=True)
     liver = next(s for s in seg["segments"] if s["name"] == "liver")
     np.testing.assert_allclose(liver["color"], [1.0, 0.0, 0.0])
+
+
+def test_the_datasets_colours_travel_with_the_run_and_colors_still_overrides(tmp_path) -> None:
+    slicerio = pytest.importorskip("slicerio")
+    run = make_run(tmp_path / "run", spacing=None, labels=LABELS, colours={1: (0, 255, 0), 2: (0, 0, 255)})
+    scan = tmp_path / "scan.nii.gz"
+    _scan(scan)
+    for extra, liver in (([], [0.0, 1.0, 0.0]), (["--colors", "1=255,0,0"], [1.0, 0.0, 0.0])):
+        out = tmp_path / f"out{len(extra)}"
+        result = CliRunner().invoke(app, ["predict", str(scan), "--run", str(run), "-o", str(out),
+                                          "--format", "seg.nrrd", "--precision", "fp32", *extra])
+        assert result.exit_code == 0, result.output
+        seg = slicerio.read_segmentation(str(out / "scan_seg.seg.nrrd"), skip_voxels=True)
+        colours = {s["name"]: s["color"] for s in seg["segments"]}
+        np.testing.assert_allclose(colours["liver"], liver)
+        np.testing.assert_allclose(colours["tumour"], [0.0, 0.0, 1.0])
