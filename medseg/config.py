@@ -54,6 +54,9 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     fold: int | None = Field(None, ge=0)
     num_folds: int = Field(5, ge=2)
+    #: The splits file (nnU-Net's ``splits_final.json`` format); default ``<dataset>/splits.json``.
+    #: A cross-validation keeps its own in its parent run directory.
+    split_file: str | None = None
     num_samples: int | None = Field(None, ge=1)
     elastic: bool = False
     cache: Literal["none", "memory", "disk"] = "memory"

@@ -26,6 +26,8 @@ from medseg.utils import atomic_path
 
 #: ``medseg_format`` in the weights metadata; runs written before this module are format 1 too.
 FORMAT_VERSION = 1
+#: Marks a cross-validation's parent run directory; its folds are the runs ``fold_<k>/`` inside it.
+CV_FILE = "cv.json"
 #: What ``medseg predict`` appends to an input's name.
 SEG_SUFFIX = "_seg"
 #: Output extension for inputs whose own format cannot hold a label map (lossy, DICOM).
@@ -196,10 +198,39 @@ def read_checkpoint(run_dir: Path, name: str = "best") -> Checkpoint:
 def find_run(run: str | Path | None) -> Path:
     """The run directory to use: ``run`` or ``runs/latest``, checked for a config."""
     path = Path(run) if run else Path("runs") / "latest"
+    if is_cross_validation(path) and not (path / "config.yaml").is_file():
+        raise MedsegError(f"--run {path}: a cross-validation none of whose folds has finished; wait for one, "
+                          f"or pass a fold's run directory ({fold_dir(path, 0)})")
     if not (path / "config.yaml").is_file():
         hint = "train one first (medseg train) or pass --run DIR" if run is None else "pass a run directory made by medseg train"
         raise MedsegError(f"--run {path}: no config.yaml there; {hint}")
     return path.resolve()
+
+
+def is_cross_validation(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is a cross-validation's parent (``medseg train --folds K``)."""
+    return (Path(run_dir) / CV_FILE).is_file()
+
+
+def fold_dir(parent: str | Path, fold: int) -> Path:
+    """The run directory of fold ``fold`` inside a cross-validation's parent."""
+    return Path(parent) / f"fold_{fold}"
+
+
+def member_runs(run_dir: Path, checkpoint: str = "best") -> list[Path]:
+    """The runs a prediction averages: the folds of a cross-validation that have ``checkpoint``
+    (its ``cv.json`` lists them), or ``run_dir`` itself."""
+    if not is_cross_validation(run_dir):
+        return [run_dir]
+    try:
+        folds = int(json.loads((run_dir / CV_FILE).read_text(encoding="utf-8"))["folds"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MedsegError(f"{run_dir / CV_FILE}: not a medseg cross-validation file ({err})") from None
+    runs = [fold_dir(run_dir, k) for k in range(folds) if (fold_dir(run_dir, k) / f"{checkpoint}.safetensors").is_file()]
+    if not runs:
+        raise MedsegError(f"--run {run_dir}: no fold has {checkpoint}.safetensors yet; train the folds first "
+                          f"(medseg train --folds {folds} --out {run_dir})")
+    return runs
 
 
 def new_run_dir(out: str | Path, model_name: str) -> Path:
@@ -214,7 +245,10 @@ def new_run_dir(out: str | Path, model_name: str) -> Path:
 
 
 def point_latest(run_dir: Path) -> None:
-    """Make ``<parent>/latest`` a symlink to ``run_dir`` (replaced atomically)."""
+    """Make ``<parent>/latest`` a symlink to ``run_dir`` (replaced atomically); a fold of a
+    cross-validation leaves it alone (``runs/latest`` points at the cross-validation)."""
+    if is_cross_validation(run_dir.parent):
+        return
     link = run_dir.parent / "latest"
     tmp = run_dir.parent / f".latest.{os.getpid()}"
     try:

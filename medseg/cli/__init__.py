@@ -26,7 +26,7 @@ def _register() -> None:
     """Import the verb modules; each one adds its commands to ``app``."""
     import importlib
 
-    for name in ("models", "data", "plan", "train", "predict", "evaluate", "compare", "experiment", "export", "demo"):
+    for name in ("models", "data", "plan", "train", "cv", "predict", "evaluate", "compare", "experiment", "export", "demo"):
         importlib.import_module(f"medseg.cli.{name}")
 
 

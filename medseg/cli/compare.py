@@ -14,6 +14,7 @@ from medseg.cli import app
 
 if TYPE_CHECKING:
     from medseg.experiments.compare import Comparison
+    from medseg.experiments.compare_folds import FoldComparison
 
 
 @app.command()
@@ -29,11 +30,14 @@ def compare(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config value for every model, e.g. --set data.patch_size=[96,96].")] = None,
+    folds: Annotated[int | None, typer.Option("--folds", help="Compare by K-fold cross-validation (shared folds, --max-minutes per model): mean ± std over folds, pooled out-of-fold Dice, and a Wilcoxon signed-rank test on per-case Dice against the best model (Holm-corrected). Interrupted, the same command continues.")] = None,
 ) -> None:
     """Train each model under the same split, seed, preprocessing and budget, then evaluate and report.
 
     Writes comparison.csv, comparison.md, grid.png (Image | Mask | Prediction per model),
     dice_bars.png and a self-contained report.html into OUT.
+
+    With --folds K: OUT/cv/<model>/ (each model's cross-validation), comparison_folds.csv, comparison_folds.md and report_folds.html.
     """
     from medseg.cli.train import _overrides
     from medseg.experiments.compare import compare as run_compare
@@ -41,6 +45,15 @@ def compare(
     names = [m.strip() for m in models.split(",") if m.strip()]
     overrides = _overrides(data=data, epochs=epochs, max_minutes=max_minutes, seed=seed, device=device, precision=precision)
     console = Console(stderr=True)
+    if folds is not None:
+        from medseg.experiments.compare_folds import compare_folds
+
+        if reuse:
+            console.print("--reuse is implied with --folds: finished folds are always kept", highlight=False)
+        fold_result = compare_folds(names, folds, config, overrides, set_ or [], out, quiet=False,
+                                    on_progress=lambda msg: console.print(msg, highlight=False))
+        print_fold_comparison(fold_result)
+        return
     result = run_compare(names, config, overrides, set_ or [], out, reuse, quiet=False,
                          on_progress=lambda msg: console.print(msg, highlight=False))
     print_comparison(result)
@@ -69,4 +82,18 @@ def print_comparison(result: Comparison) -> None:
     with open(result.files["csv"], encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     Console().print(comparison_table(rows, result.n_cases))
+    typer.echo(f"report: {result.files['html']}")
+
+
+def print_fold_comparison(result: FoldComparison) -> None:
+    """comparison_folds.csv as a table (std below the mean), and where the report is."""
+    from medseg.experiments.compare_folds import COLUMNS, HEADERS
+
+    table = Table(title=f"Cross-validation, {result.rows[0]['cases']} out-of-fold cases", padding=(0, 1))
+    for col in COLUMNS:
+        table.add_column(HEADERS[col], justify="left" if col == "model" else "right",
+                         overflow="fold" if col == "model" else "ellipsis")
+    for row in result.rows:
+        table.add_row(*[str(row[c]).replace(" ± ", "\n±") for c in COLUMNS])
+    Console().print(table)
     typer.echo(f"report: {result.files['html']}")

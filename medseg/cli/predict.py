@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from medseg.cli import app
+
+if TYPE_CHECKING:
+    from medseg.inference import Predictor
+    from medseg.inference.paths import Source
 
 
 @app.command()
@@ -27,11 +31,15 @@ def predict(
     fmt: Annotated[str, typer.Option("--format", help="Mask format: same (the input's; DICOM gives nii.gz), nii.gz, seg.nrrd (3D Slicer: names and colours), nrrd or mha (with an ITK-SNAP <name>_seg_labels.txt beside it), dicom-seg (DICOM series inputs; needs medseg[dicom]).")] = "same",
     colors: Annotated[list[str] | None, typer.Option("--colors", help="Structure colours for seg.nrrd and ITK-SNAP labels, over the fixed palette and the training dataset.json's colors: VALUE=R,G,B or NAME=#RRGGBB (repeat it), or a JSON file mapping values or names to [R, G, B] (a dataset.json's \"colors\" too).")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Also write per-structure statistics (volume in mL, voxels, intensity under the mask, components, bounding box, centroid in LPS and RAS, touches_border): <name>_seg_stats.json beside each mask and statistics.csv for all.")] = False,
+    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write <name>_seg_entropy (predictive entropy of the averaged probabilities, 0-1) and, with several folds or --tta, <name>_seg_disagreement maps; with --stats, entropy scores per structure and uncertainty per case.")] = False,
+    postprocessing: Annotated[bool, typer.Option("--postprocessing/--no-postprocessing", help="Apply the post-processing a cross-validation chose per class (postprocessing.json in the run; medseg cv).")] = True,
     resume: Annotated[bool, typer.Option("--continue/--overwrite", help="Keep outputs an earlier (interrupted) call already wrote and predict only the rest; default: predict every input again.")] = False,
 ) -> None:
     """Segment images with a trained run; masks keep the input's exact geometry.
 
     Preprocessing is read from the run, so nothing has to be repeated here. The prediction is mapped back to each input's own grid (orientation and spacing undone) and written with its header.
+
+    With --run pointing at a cross-validation (medseg train --folds K), the folds' probabilities are averaged (an ensemble), and the post-processing chosen from the cross-validation is applied.
 
     A file that fails is reported and the others go on; the exit code is 1 if any failed. For a run
     trained on several channels, give a case as its channel files named nnU-Net's way
@@ -48,13 +56,19 @@ def predict(
     predictor = Predictor(
         run, device=device, precision=precision, checkpoint=checkpoint, tta=tta, overlap=overlap,
         largest_component=largest_component, save_probabilities=probabilities, statistics=stats,
+        uncertainty=uncertainty, postprocessing=postprocessing,
     )
     if colors:
         from medseg.inference.formats import parse_colours
 
         predictor.colours.update(parse_colours(colors, predictor.labels))
     console.print(f"using {predictor.describe()}", highlight=False, soft_wrap=True)
-    total = len(expand_inputs(inputs, predictor.preprocess.in_channels))
+    sources = expand_inputs(inputs, predictor.preprocess.in_channels)
+    console.print(f"cost: {_cost(predictor, sources)}", highlight=False, soft_wrap=True)
+    if predictor.postprocesses():
+        console.print(f"post-processing from the cross-validation: {predictor.describe_postprocessing()}",
+                      highlight=False, soft_wrap=True)
+    total = len(sources)
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
                         TimeRemainingColumn(), console=console, disable=total < 2 or not console.is_terminal)
     with progress:
@@ -80,3 +94,15 @@ def predict(
     if report.failed:
         typer.echo(f"{len(report.failed)} of {total} input(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def _cost(predictor: Predictor, sources: list[Source]) -> str:
+    """The predictor's cost line, timed for the first input's size when its header can be read."""
+    from medseg.data.io import read_header
+    from medseg.inference.paths import first_file
+
+    try:
+        meta = read_header(first_file(sources[0]))
+    except Exception:  # an unreadable first input is reported when it is predicted
+        return predictor.cost()
+    return predictor.cost(meta)

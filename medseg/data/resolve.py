@@ -18,11 +18,8 @@ class DataSetup:
     info: datasets.DatasetInfo
     train_cases: list[datasets.Case]
     val_cases: list[datasets.Case]
-
-    @property
-    def split_path(self) -> Path:
-        """The ``splits.json`` the split was read from or written to."""
-        return self.root / "splits.json"
+    #: The ``splits.json`` the split was read from or written to.
+    split_path: Path
 
 
 def dataset_root(cfg: ExperimentConfig) -> Path:
@@ -39,13 +36,14 @@ def resolve_data(cfg: ExperimentConfig, info: datasets.DatasetInfo | None = None
     """Discover the dataset (unless ``info`` is given) and split it as ``cfg`` says (``splits.json``)."""
     root = Path(info.root) if info is not None else dataset_root(cfg)
     info = info or datasets.discover(root)
+    split_path = Path(cfg.data.split_file) if cfg.data.split_file else root / "splits.json"
     train_cases, val_cases = datasets.load_or_make_split(
-        info, root / "splits.json", val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
+        info, split_path, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
         fold=cfg.data.fold, num_folds=cfg.data.num_folds,
     )
     if not train_cases or not val_cases:
         raise MedsegError(f"{root}: {len(info.cases)} labelled case(s) cannot make a train/validation split; add cases")
-    return DataSetup(root, info, train_cases, val_cases)
+    return DataSetup(root, info, train_cases, val_cases, split_path)
 
 
 def infer_preset(info: datasets.DatasetInfo) -> str:

@@ -10,6 +10,8 @@ optionally averaged over flips), and mapped back to the original voxel grid
 from __future__ import annotations
 
 import copy
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +29,17 @@ from medseg.errors import MedsegError
 from medseg.inference.dicom_seg import write_dicom_seg
 from medseg.inference.formats import itksnap_labels, itksnap_path, slicer_fields
 from medseg.inference.paths import case_of, user_error
-from medseg.inference.postprocess import keep_largest_components
-from medseg.inference.resample import affine_nd, grid_mapping, to_original
+from medseg.inference.postprocess import apply_postprocessing, keep_largest_components, read_postprocessing
+from medseg.inference.resample import affine_nd, grid_mapping, to_original, values_to_original
 from medseg.inference.slabs import SlabPlan, logit_bytes, segment_in_slabs, slab_plan
 from medseg.inference.statistics import statistics_path, structure_statistics
+from medseg.inference.uncertainty import Accumulator, case_score, structure_uncertainty
 from medseg.inferer import SlidingWindow, tta_flips
 from medseg.models import fold_batch_norms
 from medseg.models.summary import count_parameters
 from medseg.planning.envelope import warnings_for
 from medseg.planning.measure import orientation
-from medseg.run import find_run, read_checkpoint, split_name
+from medseg.run import Checkpoint, find_run, member_runs, read_checkpoint, split_name
 from medseg.utils import atomic_write_json, atomic_write_text
 
 
@@ -57,6 +60,10 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     #: Per-structure statistics (:mod:`medseg.inference.statistics`), when the predictor computes them.
     statistics: list[dict[str, Any]] | None = None
+    #: ``(1 or 2, *shape)`` float32 in [0, 1]: entropy, and disagreement between passes (``uncertainty=True``).
+    uncertainty: np.ndarray | None = field(default=None, repr=False)
+    #: The case's uncertainty score (:func:`medseg.inference.uncertainty.case_score`).
+    uncertainty_score: float | None = None
 
 
 @dataclass
@@ -79,6 +86,7 @@ class Stitched:
     net_affine: np.ndarray
     orig_affine: np.ndarray
     resampled: bool
+    uncertainty: torch.Tensor | None = None  # (1 or 2, *net): entropy, disagreement
 
 
 class Predictor:
@@ -104,11 +112,17 @@ class Predictor:
         sw_batch_size: int | None = None,
         statistics: bool = False,
         colours: Mapping[int, tuple[int, int, int]] | None = None,
+        uncertainty: bool = False,
+        postprocessing: bool = True,
     ) -> None:
         self.run_dir = find_run(run_dir)
         self.statistics = statistics
+        self.uncertainty = uncertainty
         cfg = load_config(self.run_dir / "config.yaml")
-        ckpt = read_checkpoint(self.run_dir, checkpoint)
+        self.members = member_runs(self.run_dir, checkpoint)
+        ckpts = [read_checkpoint(m, checkpoint) for m in self.members]
+        ckpt = ckpts[0]
+        _check_same_preprocessing(ckpts)
         self.weights = ckpt.path
         self.model_name = str(ckpt.build_args.get("name", "medseg"))
         self.preprocess = ckpt.preprocess
@@ -117,6 +131,10 @@ class Predictor:
         self.colours = {**self.preprocess.colours, **dict(colours or {})}
         self.num_classes = self.preprocess.num_classes
         self.spatial_dims = self.preprocess.spatial_dims
+        # per class: chosen from the cross-validation (medseg cv), applied unless switched off
+        # an explicit largest_component replaces it
+        use = postprocessing and largest_component is None
+        self.postprocessing = read_postprocessing(self.run_dir) if use else {}
         updates = {"tta": tta, "overlap": overlap, "largest_component": largest_component,
                    "save_probabilities": save_probabilities, "sw_batch_size": sw_batch_size}
         self.inference: InferenceConfig = InferenceConfig.model_validate(
@@ -130,13 +148,23 @@ class Predictor:
                                              self.precision, make=lambda: copy.deepcopy(model))
         self.channels_last, self.layout = layout.channels_last, layout.reason
         self.num_parameters = count_parameters(model)  # as trained, before folding
-        fold_batch_norms(model)  # inference only: one pass fewer over every activation map
-        self.model = runtime.prepare_module(model, self.device, self.spatial_dims, self.channels_last)
-        self.window = SlidingWindow(self.model, self.preprocess.patch_size, self.inference, self.device,
-                                    self.precision, self.channels_last)
+        self.windows = [self._window(model if i == 0 else c.build()) for i, c in enumerate(ckpts)]
+        self.window, self.model = self.windows[0], self.windows[0].model
         # the run's deterministic steps after loading: inputs are read once, by io.read_image
         self.transform = Compose([t for t in self.preprocess.transforms("infer").transforms
                                   if not isinstance(t, LoadImaged)])
+
+    def _window(self, model: torch.nn.Module) -> SlidingWindow:
+        """One member's network, folded and placed, in the shared sliding window settings."""
+        fold_batch_norms(model)  # inference only: one pass fewer over every activation map
+        model = runtime.prepare_module(model, self.device, self.spatial_dims, self.channels_last)
+        return SlidingWindow(model, self.preprocess.patch_size, self.inference, self.device, self.precision,
+                             self.channels_last)
+
+    @property
+    def passes(self) -> int:
+        """Network passes per case: members × mirrorings."""
+        return len(self.windows) * (len(tta_flips(self.spatial_dims)) if self.inference.tta else 1)
 
     @property
     def patch_size(self) -> list[int]:
@@ -146,7 +174,70 @@ class Predictor:
     def describe(self) -> str:
         """One line: which run, on what hardware."""
         allocator = runtime.allocator_plan("while the network runs")
-        return f"run {self.run_dir}; {runtime.describe(self.device, self.precision, self.channels_last, allocator, self.layout)}"
+        members = f" ({len(self.members)} folds averaged)" if len(self.members) > 1 else ""
+        return (f"run {self.run_dir}{members}; "
+                f"{runtime.describe(self.device, self.precision, self.channels_last, allocator, self.layout)}")
+
+    def postprocesses(self) -> bool:
+        """Whether a cross-validation chose an operation for some class."""
+        return any(rule.get("operation", "none") != "none" for rule in self.postprocessing.values())
+
+    def describe_postprocessing(self) -> str:
+        """``lesion: largest component only; organ: none`` (``--no-postprocessing`` turns it off)."""
+        words = {"none": "none", "largest_component": "largest component only"}
+        parts = []
+        for label, rule in sorted(self.postprocessing.items()):
+            op = rule.get("operation", "none")
+            text = words.get(op) or f"components under {float(rule['min_size']):.4g} {'mm³' if self.spatial_dims == 3 else 'mm²'} removed"
+            parts.append(f"{self.labels.get(label, label)}: {text}")
+        return "; ".join(parts)
+
+    def cost(self, meta: io.ImageMeta | None = None) -> str:
+        """What one case costs: ``3 folds × 8 mirrorings = 24 network passes per case, about 40 s …``;
+        the time is measured here for an image of ``meta``'s geometry (the first input's header)."""
+        folds = len(self.members)
+        mirrors = len(tta_flips(self.spatial_dims)) if self.inference.tta else 1
+        parts = [f"{folds} fold{'s' if folds > 1 else ''}", f"{mirrors} mirroring{'s' if mirrors > 1 else ''}"]
+        line = f"{' × '.join(parts)} = {self.passes} network pass{'es' if self.passes > 1 else ''} per case"
+        if meta is not None:
+            net = self._network_shape(meta)
+            windows, seconds = self._windows(net), self.passes * self._pass_seconds(net)
+            line += (f", about {seconds:.1f} s per case like the first one here "
+                     f"({'×'.join(map(str, net))} network voxels, {windows} windows a pass)")
+        return line
+
+    def _network_shape(self, meta: io.ImageMeta) -> list[int]:
+        """The network-grid size of an image: reoriented (voxel axis j is the world axis its direction
+        points along most), resampled to the run's spacing, at least one patch."""
+        dims = self.spatial_dims
+        world = [int(np.argmax(np.abs(np.asarray(meta.direction)[:dims, j]))) for j in range(dims)]
+        world = world if len(set(world)) == dims else list(range(dims))  # 45° obliques: keep the voxel order
+        sizes = [0] * dims
+        target = self.preprocess.spacing
+        for j, i in enumerate(world):
+            extent = meta.shape[j] * (meta.spacing[j] if target is not None else 1.0)
+            sizes[i] = max(1, round(extent / (target[i] if target is not None else 1.0)))
+        return [max(n, p) for n, p in zip(sizes, self.preprocess.patch_size, strict=True)]
+
+    def _windows(self, net: Sequence[int]) -> int:
+        """Sliding windows over ``net`` (MONAI's scan: steps of ``patch × (1 − overlap)``)."""
+        count = 1
+        for n, p in zip(net, self.preprocess.patch_size, strict=True):
+            step = max(1, int(p * (1 - self.inference.overlap)))
+            count *= math.ceil(max(n - p, 0) / step) + 1
+        return count
+
+    def _pass_seconds(self, net: Sequence[int]) -> float:
+        """One pass over ``net``: its window batches, each timed here once (after a warm-up)."""
+        batch = self.inference.sw_batch_size
+        x = torch.zeros((batch, self.preprocess.in_channels, *self.preprocess.patch_size))
+        with torch.inference_mode(), runtime.network_allocator(self.device):
+            for _ in range(2):
+                started = time.perf_counter()
+                self.window.patch_logits(x)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - started) * math.ceil(self._windows(net) / batch)
 
     # -- network -----------------------------------------------------------------------------------
     def _stitch_device(self, image: torch.Tensor) -> torch.device:
@@ -158,13 +249,28 @@ class Predictor:
         return self.device if need < free // 2 else torch.device("cpu")
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Blended logits ``(classes, *spatial)`` (fp32, CPU) of a preprocessed image, averaged over flips with TTA."""
+        """Blended logits ``(classes, *spatial)`` (fp32, CPU) of a preprocessed image, averaged over flips
+        with TTA; an ensemble gives ``log`` of its members' mean probabilities instead."""
+        return self.passes_of(image, uncertainty=False)[0]
+
+    def passes_of(self, image: torch.Tensor, uncertainty: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores ``(classes, *spatial)`` and, when asked, the uncertainty maps
+        (:mod:`medseg.inference.uncertainty`) of a preprocessed image, on the network grid.
+
+        One member without uncertainty averages the flips' logits; otherwise each pass's probabilities
+        are accumulated (never stacked) and ``log`` of their mean stands in for the logits.
+        """
         x = runtime.plain(image)[None]  # no MetaTensor bookkeeping inside the network
         stitch = self._stitch_device(x)
         flips = tta_flips(self.spatial_dims) if self.inference.tta else [()]
         with runtime.network_allocator(self.device):
-            total = self.window(x.to(stitch), flips, stitch)
-        return total[0].cpu()
+            if len(self.windows) == 1 and not uncertainty:
+                return self.window(x.to(stitch), flips, stitch)[0].cpu(), None
+            acc = Accumulator(track_entropy=uncertainty)
+            for window in self.windows:
+                for flip in flips:
+                    acc.add(window(x.to(stitch), [flip], stitch)[0])
+        return acc.log_mean().cpu(), acc.maps().cpu() if uncertainty else None
 
     # -- one input ---------------------------------------------------------------------------------
     def predict(
@@ -217,29 +323,47 @@ class Predictor:
             plan = self._slabs(image, mapping, tuple(meta.shape))
             prepared.image = None  # type: ignore[assignment]  # the caller's reference is the last one
             if plan is not None:  # many classes: never all their logits for the whole volume at once
+                if self.uncertainty:
+                    prepared.warnings.append("no uncertainty map: the classes' scores were decided slab by slab "
+                                             f"(raise inference.max_logits_gib above {self.inference.max_logits_gib} for one)")
                 labels = segment_in_slabs(self.logits, runtime.plain(image), mapping, tuple(meta.shape), plan,
                                           self.num_classes)
                 return Stitched(None, labels, net_affine, orig_affine, resampled)
-            return Stitched(self.logits(image), None, net_affine, orig_affine, resampled)
+            scores, maps = self.passes_of(image, True) if self.uncertainty else (self.logits(image), None)
+            return Stitched(scores, None, net_affine, orig_affine, resampled, maps)
 
     def finish(self, prepared: Prepared, stitched: Stitched) -> Prediction:
-        """Logits back to the input's grid, post-processing and statistics."""
-        meta, labels, probabilities = prepared.meta, stitched.labels, None
+        """Logits back to the input's grid, post-processing, uncertainty and statistics."""
+        meta, labels, probabilities, maps = prepared.meta, stitched.labels, None, None
         if stitched.logits is not None:
             with torch.inference_mode():
+                if stitched.uncertainty is not None:
+                    maps = values_to_original(stitched.uncertainty, stitched.net_affine, stitched.orig_affine,
+                                              tuple(meta.shape), stitched.resampled)
                 labels, probabilities = to_original(stitched.logits, stitched.net_affine, stitched.orig_affine,
                                                     tuple(meta.shape), stitched.resampled,
                                                     self.inference.save_probabilities)
-            stitched.logits = None
+            stitched.logits = stitched.uncertainty = None
         assert labels is not None
-        if self.inference.largest_component:
-            keep_largest_components(labels, self.preprocess.foreground)
+        self._postprocess(labels, meta)
         rows = None
         if self.statistics:
             case = case_of(prepared.source, self.preprocess.in_channels)
             rows = structure_statistics(labels, meta, self.labels, prepared.raw, case)
             prepared.raw = None
-        return Prediction(labels, prepared.source, meta, probabilities, prepared.warnings, rows)
+        score = case_score(labels, maps[0]) if maps is not None else None
+        if rows is not None and maps is not None:
+            scores = structure_uncertainty(labels, maps[0], self.labels)
+            for row in rows:
+                row.update(scores[row["label"]], case_uncertainty=score)
+        return Prediction(labels, prepared.source, meta, probabilities, prepared.warnings, rows, maps, score)
+
+    def _postprocess(self, labels: np.ndarray, meta: io.ImageMeta) -> None:
+        """The run's post-processing, in place: the cross-validation's choice, or ``largest_component``."""
+        if self.postprocessing:
+            apply_postprocessing(labels, self.postprocessing, float(np.prod(meta.spacing)))
+        elif self.inference.largest_component:
+            keep_largest_components(labels, self.preprocess.foreground)
 
     def _slabs(self, image: torch.Tensor, mapping: np.ndarray, orig_shape: tuple[int, ...]) -> SlabPlan | None:
         """The slabs of :func:`~medseg.inference.slabs.slab_plan` when the whole volume's logits would
@@ -344,24 +468,46 @@ class Predictor:
         PNG/JPEG outputs, which cannot hold floats); with statistics, ``<out name>_stats.json``. A
         ``.seg.nrrd`` carries 3D Slicer's segment names and colours; beside an ``.nrrd`` or ``.mha``
         goes ITK-SNAP's ``<out name>_labels.txt`` (:mod:`medseg.inference.formats`); a ``.dcm`` is a DICOM
-        SEG of a DICOM-series input (:mod:`medseg.inference.dicom_seg`).
+        SEG of a DICOM-series input (:mod:`medseg.inference.dicom_seg`). With uncertainty,
+        ``<out name>_entropy<ext>`` (and ``_disagreement`` with several passes) float32 maps in [0, 1].
         """
         assert result.meta is not None
-        self._write_mask(result, out)
         if result.statistics is not None:
             atomic_write_json(statistics_path(out), {
                 "source": str(result.source), "mask": str(out), "spacing_mm": list(result.meta.spacing),
                 "coordinates": "centroids in LPS (DICOM, ITK) and RAS (NIfTI, 3D Slicer) mm",
                 "structures": result.statistics})
+        name, ext = split_name(out)
+        ext = ".tif" if ext.lower() in (".png", ".jpg", ".jpeg", ".bmp") else ".nii.gz" if ext == ".dcm" else ext
         if result.probabilities is not None:
-            name, ext = split_name(out)
-            if ext.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
-                ext = ".tif"
             for k, label in self.labels.items():
                 if k:
                     prob_path = out.with_name(f"{name}_prob_{label}{ext}")
                     io.write_like(result.probabilities[k], result.meta, prob_path, dtype=np.float32)
+        if result.uncertainty is not None:
+            for kind, values in zip(UNCERTAINTY_MAPS, result.uncertainty, strict=False):
+                io.write_like(values, result.meta, uncertainty_path(out, kind, ext), dtype=np.float32)
+        self._write_mask(result, out)  # last: an existing mask means the case is complete (--continue)
         return out
+
+
+#: The uncertainty maps written beside a mask, in order (the second one only with several passes).
+UNCERTAINTY_MAPS = ("entropy", "disagreement")
+
+
+def uncertainty_path(out: Path, kind: str, ext: str | None = None) -> Path:
+    """``<mask name>_<kind><ext>`` beside the mask ``out`` (``ext``: the mask's unless given)."""
+    name, own = split_name(out)
+    return out.with_name(f"{name}_{kind}{ext if ext is not None else own}")
+
+
+def _check_same_preprocessing(ckpts: Sequence[Checkpoint]) -> None:
+    """An ensemble's members must read the input the same way (they are folds of one plan)."""
+    first = ckpts[0]
+    for other in ckpts[1:]:
+        if other.preprocess != first.preprocess or other.preprocess.intensity != first.preprocess.intensity:
+            raise MedsegError(f"{other.path}: preprocesses differently from {first.path}; an ensemble needs the "
+                              "folds of one cross-validation (medseg train --folds K)")
 
 
 def _float32(data: np.ndarray) -> torch.Tensor:

@@ -192,3 +192,19 @@ def to_original(
             full = torch.cat([torch.zeros_like(slab[:1]), slab])
             prob_out[(slice(None), *index)] = torch.softmax(full, 0).numpy()
     return labels_out.numpy(), prob_out
+
+
+def values_to_original(
+    values: torch.Tensor, net_affine: np.ndarray, orig_affine: np.ndarray, orig_shape: tuple[int, ...],
+    resampled: bool,
+) -> np.ndarray:
+    """Continuous maps ``(channels, *net)`` (an uncertainty map, say) on the original grid, float32:
+    re-ordered exactly when only the orientation differs, else linearly interpolated as the logits are."""
+    mapping = grid_mapping(net_affine, orig_affine, len(orig_shape), resampled)
+    axes = _axis_map(mapping, tuple(values.shape[1:]), orig_shape)
+    if axes is not None:
+        return _reorder(values, axes, channel=True).numpy().astype(np.float32, copy=False)
+    out = np.empty((values.shape[0], *orig_shape), dtype=np.float32)
+    for index, slab in resample_slabs(values, mapping, orig_shape):
+        out[(slice(None), *index)] = slab.numpy()
+    return out

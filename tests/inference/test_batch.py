@@ -109,7 +109,7 @@ def test_sigkill_mid_folder_then_continue_finishes_the_rest(tmp_path) -> None:
     proc.wait()
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_seg.nii.gz")}
     assert 3 <= len(before) < 10, "the kill came too late to test anything"
-    again = subprocess.run([*cmd, "--continue"], env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*cmd, "--continue"], env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"kept {len(before)} output(s)" in again.stderr
     written = sorted(out.glob("*_seg.nii.gz"))

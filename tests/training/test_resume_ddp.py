@@ -45,7 +45,7 @@ def test_sigkill_mid_epoch_then_resume_loses_no_epoch(tiny_nuclei: Path, tmp_pat
     assert killed_at in (1, 2)
 
     resumed = subprocess.run([sys.executable, "-m", "medseg", "train", "--resume", str(run), "--quiet"],
-                             env=ENV, capture_output=True, text=True, timeout=600)
+                             env=ENV, capture_output=True, text=True, encoding="utf-8", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert _epochs(run) == [1, 2, 3, 4]  # no completed epoch lost, none repeated
     assert load_state(run / "state.pt")["epoch"] == 4
@@ -82,7 +82,7 @@ def test_two_process_ddp_ranks_end_with_identical_weights(tiny_nuclei: Path, tmp
     script.write_text(SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(script), str(tiny_nuclei), str(tmp_path)]
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, encoding="utf-8", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     assert rank0.keys() == rank1.keys()
