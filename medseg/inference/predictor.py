@@ -10,8 +10,6 @@ optionally averaged over flips), and mapped back to the original voxel grid
 from __future__ import annotations
 
 import copy
-import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from medseg import runtime, tuning
 from medseg.config import InferenceConfig, load_config
 from medseg.data import io
 from medseg.errors import MedsegError
+from medseg.inference.cost import cost_line
 from medseg.inference.dicom_seg import write_dicom_seg
 from medseg.inference.formats import itksnap_labels, itksnap_path, slicer_fields
 from medseg.inference.paths import case_of, user_error
@@ -193,51 +192,9 @@ class Predictor:
         return "; ".join(parts)
 
     def cost(self, meta: io.ImageMeta | None = None) -> str:
-        """What one case costs: ``3 folds × 8 mirrorings = 24 network passes per case, about 40 s …``;
-        the time is measured here for an image of ``meta``'s geometry (the first input's header)."""
-        folds = len(self.members)
-        mirrors = len(tta_flips(self.spatial_dims)) if self.inference.tta else 1
-        parts = [f"{folds} fold{'s' if folds > 1 else ''}", f"{mirrors} mirroring{'s' if mirrors > 1 else ''}"]
-        line = f"{' × '.join(parts)} = {self.passes} network pass{'es' if self.passes > 1 else ''} per case"
-        if meta is not None:
-            net = self._network_shape(meta)
-            windows, seconds = self._windows(net), self.passes * self._pass_seconds(net)
-            line += (f", about {seconds:.1f} s per case like the first one here "
-                     f"({'×'.join(map(str, net))} network voxels, {windows} windows a pass)")
-        return line
-
-    def _network_shape(self, meta: io.ImageMeta) -> list[int]:
-        """The network-grid size of an image: reoriented (voxel axis j is the world axis its direction
-        points along most), resampled to the run's spacing, at least one patch."""
-        dims = self.spatial_dims
-        world = [int(np.argmax(np.abs(np.asarray(meta.direction)[:dims, j]))) for j in range(dims)]
-        world = world if len(set(world)) == dims else list(range(dims))  # 45° obliques: keep the voxel order
-        sizes = [0] * dims
-        target = self.preprocess.spacing
-        for j, i in enumerate(world):
-            extent = meta.shape[j] * (meta.spacing[j] if target is not None else 1.0)
-            sizes[i] = max(1, round(extent / (target[i] if target is not None else 1.0)))
-        return [max(n, p) for n, p in zip(sizes, self.preprocess.patch_size, strict=True)]
-
-    def _windows(self, net: Sequence[int]) -> int:
-        """Sliding windows over ``net`` (MONAI's scan: steps of ``patch × (1 − overlap)``)."""
-        count = 1
-        for n, p in zip(net, self.preprocess.patch_size, strict=True):
-            step = max(1, int(p * (1 - self.inference.overlap)))
-            count *= math.ceil(max(n - p, 0) / step) + 1
-        return count
-
-    def _pass_seconds(self, net: Sequence[int]) -> float:
-        """One pass over ``net``: its window batches, each timed here once (after a warm-up)."""
-        batch = self.inference.sw_batch_size
-        x = torch.zeros((batch, self.preprocess.in_channels, *self.preprocess.patch_size))
-        with torch.inference_mode(), runtime.network_allocator(self.device):
-            for _ in range(2):
-                started = time.perf_counter()
-                self.window.patch_logits(x)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-        return (time.perf_counter() - started) * math.ceil(self._windows(net) / batch)
+        """What one case costs (``3 folds × 8 mirrorings = 24 network passes per case, about 40 s …``),
+        timed here for an image of ``meta``'s geometry (the first input's header); see :mod:`.cost`."""
+        return cost_line(self, meta)
 
     # -- network -----------------------------------------------------------------------------------
     def _stitch_device(self, image: torch.Tensor) -> torch.device:
