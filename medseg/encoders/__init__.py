@@ -18,6 +18,7 @@ from medseg.encoders.resnet import (
     PreActBasicBlock,
     PreActBottleneck,
     ResNetEncoder,
+    SqueezeExcite,
     plain_resnet18,
     plain_resnet20,
     plain_resnet32,
@@ -41,6 +42,16 @@ from medseg.encoders.resnet import (
     resnet110,
     resnet152,
 )
+from medseg.encoders.resnet_variants import (
+    resnet50d,
+    resnext50_32x4d,
+    resnext101_32x8d,
+    resnext101_64x4d,
+    seresnet50,
+    seresnext50_32x4d,
+    wide_resnet50_2,
+    wide_resnet101_2,
+)
 from medseg.encoders.weights import LoadReport, inflate_2d_to_3d, load_pretrained, read_state_dict
 
 __all__ = [
@@ -52,6 +63,7 @@ __all__ = [
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResNetEncoder",
+    "SqueezeExcite",
     "build_encoder",
     "encoder_description",
     "inflate_2d_to_3d",
@@ -77,8 +89,16 @@ __all__ = [
     "resnet34",
     "resnet44",
     "resnet50",
+    "resnet50d",
     "resnet56",
     "resnet101",
     "resnet110",
     "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "seresnet50",
+    "seresnext50_32x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 ]

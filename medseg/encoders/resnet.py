@@ -30,11 +30,28 @@ from medseg.registry import B, check_options, keyword_options
 # ---------------------------------------------------------------------------------------------
 
 
-def conv(spatial_dims: int, cin: int, cout: int, kernel_size: int, stride: int = 1) -> nn.Module:
+def conv(spatial_dims: int, cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Module:
     """A bias-free convolution padded by ``kernel_size // 2``, so output size is ``ceil(size / stride)``."""
     return Conv[Conv.CONV, spatial_dims](
-        cin, cout, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+        cin, cout, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2, bias=False, groups=groups
     )
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) as timm's ``SEModule``: global average pool, 1x1 conv
+    down to ``channels * ratio`` (rounded to a multiple of 8), ReLU, 1x1 conv back, sigmoid gate.
+    Keys ``fc1`` and ``fc2``, so timm's SE-ResNet weights load."""
+
+    def __init__(self, spatial_dims: int, channels: int, ratio: float = 1 / 16) -> None:
+        super().__init__()
+        reduced = max(8, int(channels * ratio + 4) // 8 * 8)
+        self.fc1 = Conv[Conv.CONV, spatial_dims](channels, reduced, kernel_size=1, bias=True)
+        self.fc2 = Conv[Conv.CONV, spatial_dims](reduced, channels, kernel_size=1, bias=True)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        return x * torch.sigmoid(self.fc2(self.relu(self.fc1(scale))))
 
 
 class DropPath(nn.Module):
@@ -89,6 +106,9 @@ class BlockSpec:
     norm: str
     norm_groups: int
     residual: bool
+    groups: int = 1  # bottleneck 3x3 conv groups (ResNeXt cardinality)
+    base_width: int = 64  # bottleneck width per group at planes=64 (ResNeXt 4, Wide ResNet 128)
+    se_ratio: float = 0.0  # squeeze-excitation after the last norm of a bottleneck (0: none)
 
     def norm_layer(self, channels: int) -> nn.Module:
         return make_norm(self.norm, self.spatial_dims, channels, self.norm_groups)
@@ -128,11 +148,26 @@ def _shortcut_c(spec: BlockSpec, cin: int, cout: int, stride: int, preact: bool)
     return _projection(spec, cin, cout, stride, preact)
 
 
+def _shortcut_d(spec: BlockSpec, cin: int, cout: int, stride: int, preact: bool) -> nn.Module | None:
+    """ResNet-D (He et al. 2019, "Bag of tricks"): average-pool, then a stride-1 1x1 projection, so the
+    shortcut sees every input voxel (timm's ``avg_down``; keys ``downsample.1`` / ``.2``)."""
+    if stride == 1 and cin == cout:
+        return None
+    d = spec.spatial_dims
+    pool = (Pool[Pool.AVG, d](kernel_size=stride, stride=stride, ceil_mode=True, count_include_pad=False)
+            if stride > 1 else nn.Identity())
+    layers = [pool, conv(d, cin, cout, 1)]
+    if not preact:
+        layers.append(spec.norm_layer(cout))
+    return nn.Sequential(*layers)
+
+
 #: ``shortcut=`` choices (He et al. 2015, section 4.1).
 SHORTCUTS: dict[str, Callable[[BlockSpec, int, int, int, bool], nn.Module | None]] = {
     "A": _shortcut_a,
     "B": _shortcut_b,
     "C": _shortcut_c,
+    "D": _shortcut_d,
 }
 
 
@@ -195,13 +230,15 @@ class Bottleneck(BasicBlock):
     ) -> None:
         nn.Module.__init__(self)
         d, cout = spec.spatial_dims, planes * self.expansion
+        width = int(planes * spec.base_width / 64) * spec.groups  # torchvision's ResNeXt / Wide ResNet rule
         self.residual = spec.residual
-        self.conv1 = conv(d, cin, planes, 1)
-        self.bn1 = spec.norm_layer(planes)
-        self.conv2 = conv(d, planes, planes, 3, stride)
-        self.bn2 = spec.norm_layer(planes)
-        self.conv3 = conv(d, planes, cout, 1)
+        self.conv1 = conv(d, cin, width, 1)
+        self.bn1 = spec.norm_layer(width)
+        self.conv2 = conv(d, width, width, 3, stride, groups=spec.groups)
+        self.bn2 = spec.norm_layer(width)
+        self.conv3 = conv(d, width, cout, 1)
         self.bn3 = spec.norm_layer(cout)
+        self.se = SqueezeExcite(d, cout, spec.se_ratio) if spec.se_ratio > 0 else None
         self.relu = nn.ReLU(inplace=True)
         self.downsample = SHORTCUTS[shortcut](spec, cin, cout, stride, False) if spec.residual else None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -209,7 +246,8 @@ class Bottleneck(BasicBlock):
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        return self.bn3(self.conv3(out))
+        out = self.bn3(self.conv3(out))
+        return out if self.se is None else self.se(out)
 
     def last_layers(self) -> tuple[nn.Module, nn.Module]:
         return self.conv3, self.bn3
@@ -312,13 +350,26 @@ class StemSpec:
     kernel_size: int
     stride: int
     max_pool: bool
+    deep: bool = False  # three 3x3 convs (stem_width, stem_width, 2 * stem_width) instead of one
 
 
 #: ``stem=`` choices.
 STEMS: dict[str, StemSpec] = {
     "imagenet": StemSpec(kernel_size=7, stride=2, max_pool=True),
     "cifar": StemSpec(kernel_size=3, stride=1, max_pool=False),
+    "deep": StemSpec(kernel_size=3, stride=2, max_pool=True, deep=True),  # ResNet-C/D (timm's "deep")
 }
+
+
+def _stem_conv(spec: BlockSpec, stem: StemSpec, cin: int, width: int) -> tuple[nn.Module, int]:
+    """The stem's conv(s) and their output channels: one conv, or timm's deep stem
+    (``conv1.0``, ``.1``, ``.3``, ``.4``, ``.6``) ending at ``2 * width`` channels."""
+    d = spec.spatial_dims
+    if not stem.deep:
+        return conv(d, cin, width, stem.kernel_size, stem.stride), width
+    layers = [conv(d, cin, width, 3, stem.stride), spec.norm_layer(width), nn.ReLU(inplace=True),
+              conv(d, width, width, 3), spec.norm_layer(width), nn.ReLU(inplace=True), conv(d, width, 2 * width, 3)]
+    return nn.Sequential(*layers), 2 * width
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,9 +422,11 @@ class ResNetEncoder(EncoderBase):
         block: ``basic`` or ``bottleneck``.
         layers: blocks per stage; the first stage has stride 1, the others stride 2.
         widths: per-stage width ("planes"); a stage outputs ``width * expansion`` channels (4 for bottleneck).
-        stem: ``imagenet`` (7x7 stride-2 conv, 3x3 stride-2 max-pool) or ``cifar`` (3x3 stride-1 conv).
+        stem: ``imagenet`` (7x7 stride-2 conv, 3x3 stride-2 max-pool), ``cifar`` (3x3 stride-1 conv) or
+            ``deep`` (three 3x3 convs, the first stride 2, ending at ``2 * stem_width``; then the max-pool).
         shortcut: ``A`` (parameter-free: subsample, zero-pad channels), ``B`` (1x1 projection where the
-            shape changes), ``C`` (a projection on every block).
+            shape changes), ``C`` (a projection on every block), ``D`` (average-pool, then a stride-1
+            projection: ResNet-D).
         preact: pre-activation units (He et al. 2016) and a final norm-ReLU (``final_norm``).
         residual: ``False`` builds the plain twin: the same layers with no shortcut at all.
         norm: ``batch``, ``instance`` (affine), ``group`` (``gcd(norm_groups, channels)`` groups) or ``none``.
@@ -382,7 +435,12 @@ class ResNetEncoder(EncoderBase):
             pre-activation units / ``norm='none'``), so every block starts as the identity.
         drop_path: stochastic depth; the drop probability grows linearly from 0 (first block) to this.
         num_classes: add ``fc`` for ``classify(x)`` (global average pool + linear); ``forward`` is unchanged.
-        stem_width: channels of the stem (default ``widths[0]``).
+        stem_width: channels of the stem (default ``widths[0]``; the deep stem ends at twice this).
+        groups: groups of each bottleneck's 3x3 conv (ResNeXt's cardinality).
+        base_width: bottleneck width per group for ``planes=64``; the 3x3 conv has
+            ``planes * base_width / 64 * groups`` channels (ResNeXt 32x4d: 32 and 4; Wide ResNet: 128).
+        se_ratio: squeeze-and-excitation in every bottleneck, reducing to this share of the channels
+            (SE-ResNet: 1/16); 0 for none.
     """
 
     def __init__(
@@ -403,6 +461,9 @@ class ResNetEncoder(EncoderBase):
         drop_path: float = 0.0,
         num_classes: int | None = None,
         stem_width: int | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        se_ratio: float = 0.0,
     ) -> None:
         super().__init__()
         _choice("spatial_dims", spatial_dims, (2, 3))
@@ -415,12 +476,13 @@ class ResNetEncoder(EncoderBase):
 
         self.spatial_dims, self.in_channels = spatial_dims, in_channels
         self.preact, self.residual = preact, residual
-        spec = BlockSpec(spatial_dims, norm, norm_groups, residual)
+        if (groups != 1 or base_width != 64 or se_ratio) and (block != "bottleneck" or preact):
+            raise MedsegError("encoder options groups/base_width/se_ratio shape post-activation bottlenecks; "
+                              "use block='bottleneck' with preact=False")
+        spec = BlockSpec(spatial_dims, norm, norm_groups, residual, int(groups), int(base_width), float(se_ratio))
         stem_spec = STEMS[stem]
         block_cls = BLOCKS[block][int(preact)]
-        stem_width = int(stem_width or widths[0])
-
-        self.conv1 = conv(spatial_dims, in_channels, stem_width, stem_spec.kernel_size, stem_spec.stride)
+        self.conv1, stem_width = _stem_conv(spec, stem_spec, in_channels, int(stem_width or widths[0]))
         self.bn1 = spec.norm_layer(stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = (

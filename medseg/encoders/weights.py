@@ -222,6 +222,10 @@ def _fold_conv_bias(state: dict[str, torch.Tensor], target: Mapping[str, torch.T
         adapted.append(f"{key}: folded into {mean_key}")
 
 
+#: The first conv's key: the one-conv stems', and the deep stem's first (ResNet-D, timm's ``conv1.0``).
+FIRST_CONV_KEYS = ("conv1.weight", "conv1.0.weight")
+
+
 def _fit(key: str, value: torch.Tensor, want: torch.Tensor, depth_axis: int, adapted: list[str]) -> torch.Tensor:
     """``value`` reshaped to ``want``'s shape by inflation and input-channel adaptation, or a MedsegError."""
     if value.shape == want.shape:
@@ -233,7 +237,7 @@ def _fit(key: str, value: torch.Tensor, want: torch.Tensor, depth_axis: int, ada
     only_inputs_differ = (
         value.dim() == want.dim() and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]
     )
-    if key == "conv1.weight" and only_inputs_differ and value.shape[1] != want.shape[1]:
+    if key in FIRST_CONV_KEYS and only_inputs_differ and value.shape[1] != want.shape[1]:
         adapted.append(f"{key}: input channels {value.shape[1]} -> {want.shape[1]}")
         value = adapt_input_channels(value, want.shape[1])
     if value.shape != want.shape:

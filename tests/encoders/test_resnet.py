@@ -85,7 +85,8 @@ def test_state_dict_keys_and_shapes_follow_torchvision() -> None:
 
 # --- the feature contract on odd sizes, every registered encoder, 2D and 3D --------------------------
 
-BIG = {"resnet50", "resnet101", "resnet152", "preact_resnet50"}
+BIG = {"resnet50", "resnet101", "resnet152", "preact_resnet50", "resnext50_32x4d", "resnext101_32x8d",
+       "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "seresnet50", "seresnext50_32x4d", "resnet50d"}
 
 
 def _input_size(name: str, spatial_dims: int) -> tuple[int, ...]:
@@ -116,7 +117,8 @@ def test_every_encoder_forward_backward_on_odd_sizes(name: str, spatial_dims: in
     assert [tuple(f.shape[1:]) for f in features] == encoder.feature_shapes(size)
     loss = sum((f * torch.randn_like(f)).sum() for f in features)
     loss.backward()
-    grad = encoder.conv1.weight.grad
+    stem = encoder.conv1[0] if isinstance(encoder.conv1, nn.Sequential) else encoder.conv1  # ResNet-D: deep stem
+    grad = stem.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
@@ -264,8 +266,8 @@ def test_user_errors_are_one_line_medseg_errors() -> None:
         build_encoder("resnet999")
     with pytest.raises(MedsegError, match=r"encoder resnet18: unknown option 'num_classses'; valid options are .*num_classes"):
         build_encoder("resnet18", num_classses=3)
-    with pytest.raises(MedsegError, match="shortcut='D'"):
-        build_encoder("resnet18", shortcut="D")
+    with pytest.raises(MedsegError, match="shortcut='E'"):
+        build_encoder("resnet18", shortcut="E")
     with pytest.raises(MedsegError, match="spatial_dims"):
         build_encoder("resnet18", spatial_dims=4)
     with pytest.raises(MedsegError, match="layers"):
@@ -285,4 +287,4 @@ def test_encoders_import_nothing_else_from_medseg() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
     assert loaded == {"medseg", "medseg.errors", "medseg.registry", "medseg.encoders", "medseg.encoders.base",
                       "medseg.encoders.norms", "medseg.encoders.registry", "medseg.encoders.resnet",
-                      "medseg.encoders.weights"}  # fmt: skip
+                      "medseg.encoders.resnet_variants", "medseg.encoders.weights"}  # fmt: skip
