@@ -19,6 +19,7 @@ import torch
 from medseg import runtime
 from medseg.data import io
 from medseg.inferer import tta_flips
+from medseg.run import is_cross_validation
 
 if TYPE_CHECKING:
     from medseg.inference.predictor import Predictor
@@ -29,7 +30,8 @@ def cost_line(predictor: Predictor, meta: io.ImageMeta | None = None) -> str:
     folds = len(predictor.members)
     mirrors = len(tta_flips(predictor.spatial_dims)) if predictor.inference.tta else 1
     passes = folds * mirrors
-    parts = [f"{folds} fold{'s' if folds > 1 else ''}", f"{mirrors} mirroring{'s' if mirrors > 1 else ''}"]
+    members = f"{folds} fold{'s' if folds > 1 else ''}" if is_cross_validation(predictor.run_dir) else "1 model"
+    parts = [members, f"{mirrors} mirroring{'s' if mirrors > 1 else ''}"]
     line = f"{' × '.join(parts)} = {passes} network pass{'es' if passes > 1 else ''} per case"
     if meta is None:
         return line

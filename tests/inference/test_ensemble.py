@@ -288,3 +288,8 @@ def test_cost_names_folds_mirrorings_and_the_network_grid(two_unet_folds: Path, 
     # the scan is 14 × 18 × 10 voxels, axes 0 and 1 swapped by the RAS orientation, padded to the 16³ patch
     step = int(16 * (1 - predictor.inference.overlap))
     assert f"(18×16×16 network voxels, {math.ceil(2 / step) + 1} windows a pass)" in line
+
+
+def test_a_single_run_costs_one_model(two_unet_folds: Path) -> None:
+    line = Predictor(two_unet_folds / "fold_0", device="cpu", precision="fp32", tta=False).cost()
+    assert line == "1 model × 1 mirroring = 1 network pass per case"
