@@ -30,6 +30,7 @@ def compare(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config value for every model, e.g. --set data.patch_size=[96,96].")] = None,
+    encoders: Annotated[str | None, typer.Option("--encoders", help="Comma-separated encoders (see medseg models): train every model on each, e.g. --models unet_resnet --encoders resnet34,resnext50_32x4d,seresnet50; rows are named model+encoder.")] = None,
     folds: Annotated[int | None, typer.Option("--folds", help="Compare by K-fold cross-validation (shared folds, --max-minutes per model): mean ± std over folds, pooled out-of-fold Dice, and a Wilcoxon signed-rank test on per-case Dice against the best model (Holm-corrected). Interrupted, the same command continues.")] = None,
 ) -> None:
     """Train each model under the same split, seed, preprocessing and budget, then evaluate and report.
@@ -43,6 +44,7 @@ def compare(
     from medseg.experiments.compare import compare as run_compare
 
     names = [m.strip() for m in models.split(",") if m.strip()]
+    encoder_names = [e.strip() for e in (encoders or "").split(",") if e.strip()]
     overrides = _overrides(data=data, epochs=epochs, max_minutes=max_minutes, seed=seed, device=device, precision=precision)
     console = Console(stderr=True)
     if folds is not None:
@@ -51,11 +53,11 @@ def compare(
         if reuse:
             console.print("--reuse is implied with --folds: finished folds are always kept", highlight=False)
         fold_result = compare_folds(names, folds, config, overrides, set_ or [], out, quiet=False,
-                                    on_progress=lambda msg: console.print(msg, highlight=False))
+                                    on_progress=lambda msg: console.print(msg, highlight=False), encoders=encoder_names)
         print_fold_comparison(fold_result)
         return
     result = run_compare(names, config, overrides, set_ or [], out, reuse, quiet=False,
-                         on_progress=lambda msg: console.print(msg, highlight=False))
+                         on_progress=lambda msg: console.print(msg, highlight=False), encoders=encoder_names)
     print_comparison(result)
 
 

@@ -79,12 +79,17 @@ def compare(
     reuse: bool = False,
     quiet: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    encoders: Sequence[str] = (),
 ) -> Comparison:
-    """Train (or reuse) each model in ``models`` and compare them on the held-out cases."""
+    """Train (or reuse) each model in ``models`` and compare them on the held-out cases.
+
+    With ``encoders``, every model is trained on each encoder instead (``unet_resnet+resnext50_32x4d``,
+    …): the lecture's "evolution of ResNet" measured under one split, budget and report.
+    """
     say = on_progress or (lambda _m: None)
     if not models:
         raise MedsegError("--models is empty; name at least one model, e.g. --models unet,dual_unet_resnet")
-    configs = {m: resolve_config(model=m, config=config, overrides=overrides, sets=sets) for m in models}
+    configs = variant_configs(models, encoders, config, overrides, sets)
     first = next(iter(configs.values()))
     for name, cfg in configs.items():
         if (cfg.data.path, cfg.data.demo, cfg.train.seed, cfg.data.patch_size) != (
@@ -121,6 +126,29 @@ def compare(
         ))
     files = _write_outputs(out, outcomes, setup, labels, configs, first)
     return Comparison(out, outcomes, len(setup.val_cases), files)
+
+
+def variant_configs(
+    models: Sequence[str], encoders: Sequence[str], config: str | Path | None, overrides: dict[str, Any] | None,
+    sets: Sequence[str],
+) -> dict[str, ExperimentConfig]:
+    """One config per model, or per model and encoder when ``encoders`` are given (named by the
+    encoder alone when there is one model, else ``<model>+<encoder>``)."""
+    if not encoders:
+        return {m: resolve_config(model=m, config=config, overrides=overrides, sets=sets) for m in models}
+    from medseg.encoders import list_encoders
+    from medseg.models import model_options
+
+    for model in models:
+        if "encoder" not in model_options(model):
+            raise MedsegError(f"--encoders: model {model} has no encoder option; use models built on an encoder "
+                              "(unet_resnet, dual_unet_resnet, fcn)")
+    unknown = [e for e in encoders if e not in list_encoders()]
+    if unknown:
+        raise MedsegError(f"--encoders: unknown encoder(s) {', '.join(unknown)}; medseg models lists them")
+    return {(e if len(models) == 1 else f"{m}+{e}"): resolve_config(model=m, config=config, overrides=overrides,
+                                       sets=[*sets, f"model.options.encoder={e}"])
+            for m in models for e in encoders}
 
 
 def _pm(mean: float, std: float, digits: int) -> str:

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from medseg.config import resolve_config
 from medseg.errors import MedsegError
 from medseg.evaluation.report import html_table, markdown_table, write_report
+from medseg.experiments.compare import variant_configs
 from medseg.experiments.crossval import CrossValidationSummary, case_dice, summarise
 from medseg.training.folds import train_folds
 from medseg.utils import atomic_write_text
@@ -66,9 +66,9 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[float, 
     return float(diff.mean()), float(stats.wilcoxon(diff, zero_method="zsplit").pvalue), len(cases)
 
 
-def _train_each(models: Sequence[str], config: Any, overrides: Any, sets: Sequence[str], out: Path, folds: int,
-                quiet: bool, say: Callable[[str], None]) -> dict[str, CrossValidationSummary]:
-    configs = {m: resolve_config(model=m, config=config, overrides=overrides, sets=sets) for m in models}
+def _train_each(models: Sequence[str], encoders: Sequence[str], config: Any, overrides: Any, sets: Sequence[str],
+                out: Path, folds: int, quiet: bool, say: Callable[[str], None]) -> dict[str, CrossValidationSummary]:
+    configs = variant_configs(models, encoders, config, overrides, sets)
     summaries: dict[str, CrossValidationSummary] = {}
     shared: Path | None = None
     for name, cfg in configs.items():
@@ -87,13 +87,14 @@ def _train_each(models: Sequence[str], config: Any, overrides: Any, sets: Sequen
 def compare_folds(
     models: Sequence[str], folds: int, config: str | Path | None = None, overrides: dict[str, Any] | None = None,
     sets: Sequence[str] = (), out: Path = Path("runs/compare"), quiet: bool = False,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: Callable[[str], None] | None = None, encoders: Sequence[str] = (),
 ) -> FoldComparison:
-    """Cross-validate each model on shared folds and compare them with paired tests on per-case Dice."""
+    """Cross-validate each model (or model and encoder, see :func:`~medseg.experiments.compare.variant_configs`)
+    on shared folds and compare them with paired tests on per-case Dice."""
     if not models:
         raise MedsegError("--models is empty; name at least one model, e.g. --models unet,dual_unet_resnet")
     say = on_progress or (lambda _m: None)
-    summaries = _train_each(models, config, overrides, sets, out, folds, quiet, say)
+    summaries = _train_each(models, encoders, config, overrides, sets, out, folds, quiet, say)
     rows = comparison_rows(summaries)
     return FoldComparison(out, summaries, rows, _write(out, rows, summaries, folds))
 
