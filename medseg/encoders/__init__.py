@@ -11,6 +11,15 @@ This package imports only torch, MONAI's layer factories and the leaf modules ``
 """
 
 from medseg.encoders.base import Encoder, EncoderBase
+from medseg.encoders.highway import (
+    HighwayEncoder,
+    HighwayLayer,
+    highway20,
+    highway32,
+    highway44,
+    highway56,
+    highway110,
+)
 from medseg.encoders.registry import build_encoder, encoder_description, list_encoders, register_encoder
 from medseg.encoders.resnet import (
     BasicBlock,
@@ -59,6 +68,8 @@ __all__ = [
     "Bottleneck",
     "Encoder",
     "EncoderBase",
+    "HighwayEncoder",
+    "HighwayLayer",
     "LoadReport",
     "PreActBasicBlock",
     "PreActBottleneck",
@@ -66,6 +77,11 @@ __all__ = [
     "SqueezeExcite",
     "build_encoder",
     "encoder_description",
+    "highway20",
+    "highway32",
+    "highway44",
+    "highway56",
+    "highway110",
     "inflate_2d_to_3d",
     "list_encoders",
     "load_pretrained",

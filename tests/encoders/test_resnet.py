@@ -92,7 +92,8 @@ BIG = {"resnet50", "resnet101", "resnet152", "preact_resnet50", "resnext50_32x4d
 def _input_size(name: str, spatial_dims: int) -> tuple[int, ...]:
     """Odd sizes; smaller where an encoder is costly (full-resolution CIFAR stems, deep 3D bottlenecks).
     Every size keeps at least 2 voxels in the deepest map so batch norm trains on batch 1."""
-    cifar = name.replace("plain_", "").replace("preact_", "") in {f"resnet{d}" for d in CIFAR_DEPTHS}
+    cifar = name.replace("plain_", "").replace("preact_", "").replace("highway", "resnet") in {
+        f"resnet{d}" for d in CIFAR_DEPTHS}
     if spatial_dims == 2:
         return (37, 29) if cifar and name not in {"resnet20", "plain_resnet20"} else (97, 80)
     if cifar:
@@ -117,7 +118,7 @@ def test_every_encoder_forward_backward_on_odd_sizes(name: str, spatial_dims: in
     assert [tuple(f.shape[1:]) for f in features] == encoder.feature_shapes(size)
     loss = sum((f * torch.randn_like(f)).sum() for f in features)
     loss.backward()
-    stem = encoder.conv1[0] if isinstance(encoder.conv1, nn.Sequential) else encoder.conv1  # ResNet-D: deep stem
+    stem = next(m for m in encoder.modules() if isinstance(m, nn.modules.conv._ConvNd))  # the first conv
     grad = stem.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
@@ -287,4 +288,5 @@ def test_encoders_import_nothing_else_from_medseg() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
     assert loaded == {"medseg", "medseg.errors", "medseg.registry", "medseg.encoders", "medseg.encoders.base",
                       "medseg.encoders.norms", "medseg.encoders.registry", "medseg.encoders.resnet",
-                      "medseg.encoders.resnet_variants", "medseg.encoders.weights"}  # fmt: skip
+                      "medseg.encoders.resnet_variants", "medseg.encoders.weights",
+                      "medseg.encoders.highway"}  # fmt: skip
