@@ -43,7 +43,7 @@ def test_an_open_gate_is_the_transform_and_in_between_the_mix() -> None:
 def test_gates_start_mostly_closed(name: str, bias: float) -> None:
     torch.manual_seed(0)
     encoder = build_encoder(name, spatial_dims=2, in_channels=3)
-    assert all(float(g.gate.bias.mean()) == bias for g in encoder.gates())
+    assert all(float(g.gate.bias.detach().mean()) == bias for g in encoder.gates())
     x = torch.randn(4, 3, 16, 16)
     means = []
     hooks = [g.register_forward_hook(lambda m, i, o: means.append(float(m.transform_gate(i[0]).mean())))
