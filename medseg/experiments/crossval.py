@@ -26,6 +26,7 @@ from scipy import stats
 from medseg.config import load_config
 from medseg.data import datasets
 from medseg.data.io import read_image
+from medseg.data.resolve import dataset_root
 from medseg.errors import MedsegError
 from medseg.evaluation import evaluate_arrays
 from medseg.evaluation import summarise as summarise_metrics
@@ -85,11 +86,7 @@ def predict_out_of_fold(
     """Every finished fold's validation cases, predicted by that fold and written to ``parent/oof``."""
     folds, splits = _folds_and_splits(parent)
     cfg = load_config(fold_dir(parent, folds[0]) / "config.yaml")
-    info = datasets.discover(cfg.data.path) if cfg.data.path else None
-    if info is None:
-        from medseg.data.synthetic import ensure_demo_data
-
-        info = datasets.discover(ensure_demo_data(cfg.data.demo))
+    info = datasets.discover(dataset_root(cfg))  # data.path, or the demo data
     by_id = {c.id: c for c in info.cases}
     out: list[OutOfFold] = []
     for k in folds:
@@ -164,14 +161,15 @@ def summarise(
     for c in cases:
         apply_postprocessing(c.pred, rules, c.voxel_size)
     after = _rows(cases, labels, processed=True)
+    dice = case_dice(rows)  # per case, before post-processing: what the uncertainty is judged against
     summary = {
         "medseg_cv_summary": 1, "folds": folds, "cases": len(cases),
         "dice": _fold_table(rows, labels, folds), "dice_postprocessed": _fold_table(after, labels, folds),
         "metrics": summarise_rows(rows), "postprocessing": choice,
-        "uncertainty": uncertainty_ranking(cases, case_dice(rows)),
+        "uncertainty": uncertainty_ranking(cases, dice),
     }
     files = write_summary(parent, summary, [*rows, *after])
-    files["figure"] = _figure(parent, cases, case_dice(rows), summary["uncertainty"])
+    files["figure"] = _figure(parent, cases, dice, summary["uncertainty"])
     return CrossValidationSummary(parent, summary, rows, files)
 
 

@@ -29,7 +29,7 @@ def cost_line(predictor: Predictor, meta: io.ImageMeta | None = None) -> str:
     """``3 folds × 8 mirrorings = 24 network passes per case, about 40 s per case like the first one here (…)``."""
     folds = len(predictor.members)
     mirrors = len(tta_flips(predictor.spatial_dims)) if predictor.inference.tta else 1
-    passes = folds * mirrors
+    passes = predictor.passes
     members = f"{folds} fold{'s' if folds > 1 else ''}" if is_cross_validation(predictor.run_dir) else "1 model"
     parts = [members, f"{mirrors} mirroring{'s' if mirrors > 1 else ''}"]
     line = f"{' × '.join(parts)} = {passes} network pass{'es' if passes > 1 else ''} per case"
