@@ -1,4 +1,4 @@
-"""Reusable 2D/3D ResNet encoders: import them into any PyTorch pipeline.
+"""Reusable 2D/3D ResNet, Highway and FractalNet encoders: import them into any PyTorch pipeline.
 
 This package imports only torch, MONAI's layer factories and the leaf modules ``medseg.errors`` and
 ``medseg.registry``::
@@ -11,6 +11,7 @@ This package imports only torch, MONAI's layer factories and the leaf modules ``
 """
 
 from medseg.encoders.base import Encoder, EncoderBase
+from medseg.encoders.fractal import FractalBlock, FractalEncoder, fractal20, fractal40
 from medseg.encoders.highway import (
     HighwayEncoder,
     HighwayLayer,
@@ -68,6 +69,8 @@ __all__ = [
     "Bottleneck",
     "Encoder",
     "EncoderBase",
+    "FractalBlock",
+    "FractalEncoder",
     "HighwayEncoder",
     "HighwayLayer",
     "LoadReport",
@@ -77,6 +80,8 @@ __all__ = [
     "SqueezeExcite",
     "build_encoder",
     "encoder_description",
+    "fractal20",
+    "fractal40",
     "highway20",
     "highway32",
     "highway44",
