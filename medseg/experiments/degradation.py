@@ -1,13 +1,16 @@
-"""Plain against residual networks at two depths: He et al. 2015's degradation experiment, small.
+"""Plain, residual, highway and fractal networks at several depths: He et al. 2015's degradation
+experiment (Fig. 1, 6 and 7), at CPU scale or at the paper's settings.
 
-The CIFAR-style encoders (6n+2 layers, 16/32/64 filters, option-A shortcuts) get a classification
-head and train on a generated 10-class texture task under the same step budget, with the paper's
-optimiser (SGD, momentum 0.9, weight decay 1e-4). He et al. found that a deeper *plain* network has
-a higher training error than a shallower one (the degradation problem) while a deeper *residual*
-network does not. Per-layer gradient norms are recorded at initialisation and after training, with
-and without batch normalisation, so the vanishing-gradient argument can be looked at rather than
-asserted. Everything is written to one folder: two CSVs of curves and summaries, one CSV of
-gradient norms, and two figures.
+Four families of CIFAR-shaped classifiers (3x3 stem, three stages of 16/32/64 filters, 6n+2 layers)
+train under one step budget on the same batches: ``plain`` and ``resnet`` (the 6n+2 ResNets and their
+plain twins, option-A shortcuts), ``highway`` (gated layers, Srivastava 2015) and ``fractal``
+(FractalNet blocks with drop-path, Larsson 2017, the deepest path as long as the ResNet's). Two
+recipes: ``small`` (one-cycle schedule, no augmentation; the CPU default) and ``he`` (the paper's:
+per-pixel mean subtraction, 4-pixel pad + random crop + flip, lr 0.1 divided by 10 at 50 % and 75 %
+of the budget, and lr 0.01 until the training error is below 80 % for 110 layers and deeper). The
+images are a generated task by default, or a local CIFAR-10 copy, or a folder of labelled images.
+Per-layer gradient norms (at initialisation with and without batch norm, and after training) and
+per-layer response stds (Fig. 7) are recorded; everything is written to one folder.
 """
 
 from __future__ import annotations
@@ -21,25 +24,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from matplotlib import rcParams
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import nn
 
-from medseg.encoders import build_encoder
+from medseg.encoders import FractalEncoder, HighwayEncoder, build_encoder
+from medseg.encoders.fractal import cifar_fractal_blocks
 from medseg.errors import MedsegError
-from medseg.evaluation.figures import save_png
+from medseg.experiments.degradation_data import (
+    ImageSet,
+    load_images,
+    make_task,
+    pad_crop_flip,
+    subtract_pixel_mean,
+)
+from medseg.experiments.degradation_figures import plot_curves, plot_gradient_norms, plot_response_stds
 from medseg.utils import atomic_write_text
 
+__all__ = ["make_task"]  # re-exported for callers of the earlier module
+
 #: Columns of ``curves.csv``: one row per network and logging point.
-CURVE_FIELDS = ["network", "depth", "residual", "step", "train_loss", "train_error", "test_error"]
+CURVE_FIELDS = ["network", "family", "depth", "step", "lr", "train_loss", "train_error", "test_error"]
 #: Columns of ``summary.csv``: one row per network.
 SUMMARY_FIELDS = [
-    "network", "depth", "residual", "parameters", "steps", "final_train_loss", "final_train_error",
+    "network", "family", "depth", "parameters", "steps", "final_train_loss", "final_train_error",
     "final_test_error", "seconds",
 ]  # fmt: skip
 #: Columns of ``gradient_norms.csv``: one row per network, norm setting, phase and conv layer.
-GRADIENT_FIELDS = ["network", "depth", "residual", "batch_norm", "phase", "index", "layer", "grad_norm"]
+GRADIENT_FIELDS = ["network", "family", "depth", "batch_norm", "phase", "index", "layer", "grad_norm"]
+#: Columns of ``response_std.csv``: one row per trained network and normalised layer (Fig. 7).
+RESPONSE_FIELDS = ["network", "family", "depth", "index", "layer", "std"]
 
 
 @dataclass
@@ -57,6 +69,58 @@ class DegradationResult:
     def final(self, column: str) -> dict[str, float]:
         """``{network: value}`` of one summary column, e.g. ``final_train_error``."""
         return {str(row["network"]): float(row[column]) for row in self.summary}  # type: ignore[arg-type]
+
+
+def _cifar_resnet(residual: bool) -> Callable[[int, int, int, str], nn.Module]:
+    def build(depth: int, in_channels: int, num_classes: int, norm: str) -> nn.Module:
+        n = (depth - 2) // 6
+        return build_encoder("resnet20" if residual else "plain_resnet20", spatial_dims=2, in_channels=in_channels,
+                             num_classes=num_classes, layers=(n, n, n), norm=norm)  # fmt: skip
+
+    return build
+
+
+def _highway(depth: int, in_channels: int, num_classes: int, norm: str) -> nn.Module:
+    n = (depth - 2) // 6
+    return HighwayEncoder(2, in_channels, layers=(2 * n,) * 3, norm=norm, num_classes=num_classes)
+
+
+def _fractal(depth: int, in_channels: int, num_classes: int, norm: str) -> nn.Module:
+    return FractalEncoder(2, in_channels, widths=(16, 32, 64), blocks=cifar_fractal_blocks(depth), stem=16,
+                          norm=norm, num_classes=num_classes)  # fmt: skip
+
+
+#: The families: ``fn(depth, in_channels, num_classes, norm) -> encoder with classify()``.
+FAMILIES: dict[str, Callable[[int, int, int, str], nn.Module]] = {
+    "plain": _cifar_resnet(False), "resnet": _cifar_resnet(True), "highway": _highway, "fractal": _fractal,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: default lr and batch, schedule, and He et al.'s preprocessing switches."""
+
+    lr: float
+    batch_size: int
+    schedule: str  # "one_cycle" or "step" (divide by 10 at 50 % and 75 %)
+    augment: bool
+    mean_subtraction: bool
+    warmup_depth: int | None  # from this depth on, lr 0.01 until the training error is below 80 %
+
+
+RECIPES = {
+    "small": Recipe(0.025, 32, "one_cycle", augment=False, mean_subtraction=False, warmup_depth=None),
+    "he": Recipe(0.1, 128, "step", augment=True, mean_subtraction=True, warmup_depth=110),
+}
+
+
+def parse_list(text: str, choices: Sequence[str], field: str) -> list[str]:
+    """``"plain,resnet"`` -> ``["plain", "resnet"]``, each one of ``choices``, each once."""
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [i for i in items if i not in choices]
+    if bad or not items or len(set(items)) != len(items):
+        raise MedsegError(f"{field} {text!r}: give distinct comma-separated names from {', '.join(choices)}")
+    return items
 
 
 def parse_depths(text: str, field: str = "--depths") -> list[int]:
@@ -84,40 +148,6 @@ def check_depths(depths: Sequence[int], field: str = "depths") -> None:
         raise MedsegError(f"{field}: give each depth once")
 
 
-def make_task(
-    n: int, size: int = 16, num_classes: int = 10, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` RGB images ``(n, 3, size, size)`` and labels of a generated texture task.
-
-    Class ``k`` is an oriented grating at angle ``k * pi / num_classes`` (jittered) whose spatial
-    frequency is one of three, chosen by ``k % 3``, so neighbouring angles differ in frequency too.
-    Phase, contrast and colour are random, a second grating of random angle and frequency is added
-    as a distractor, and Gaussian noise on top, so that the classes overlap in pixel space and a
-    network has to learn orientation and frequency detectors. The same ``seed`` gives the same data.
-    """
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, num_classes, (n,), generator=g)
-    axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-
-    def grating(angle: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        a, f, p = (v[:, None, None] for v in (angle, freq, phase))
-        return torch.cos(f * (xx * torch.cos(a) + yy * torch.sin(a)) + p)
-
-    angle = labels.float() * (math.pi / num_classes) + 0.12 * torch.randn(n, generator=g)
-    freq = 0.5 + 0.35 * (labels % 3).float() + 0.04 * torch.randn(n, generator=g)
-    wave = grating(angle, freq, 2 * math.pi * torch.rand(n, generator=g))
-    distractor = grating(
-        math.pi * torch.rand(n, generator=g), 0.3 + 1.0 * torch.rand(n, generator=g),
-        2 * math.pi * torch.rand(n, generator=g),
-    )  # fmt: skip
-    contrast = 0.5 + torch.rand(n, 1, 1, generator=g)
-    colour = 0.5 + torch.rand(n, 3, 1, 1, generator=g)
-    base = contrast * wave + 0.6 * distractor
-    images = colour * base[:, None] + 0.5 * torch.randn(n, 3, size, size, generator=g)
-    return images, labels
-
-
 class Classifier(nn.Module):
     """An encoder and its classification head as one module: ``forward`` returns logits."""
 
@@ -129,52 +159,75 @@ class Classifier(nn.Module):
         return self.encoder.classify(x)
 
 
-def network_name(depth: int, residual: bool) -> str:
-    """``plain-20`` or ``resnet-20``, the name used in every file."""
-    return f"{'resnet' if residual else 'plain'}-{depth}"
+def network_name(depth: int, family: str) -> str:
+    """``plain-20``, ``resnet-56``, ``fractal-110``: the name used in every file."""
+    return f"{family}-{depth}"
 
 
 def build_network(
-    depth: int, residual: bool, batch_norm: bool = True, num_classes: int = 10, in_channels: int = 3
+    depth: int, family: str = "resnet", batch_norm: bool = True, num_classes: int = 10, in_channels: int = 3
 ) -> Classifier:
-    """CIFAR-style ResNet-``depth`` (6n+2) or its plain twin, with a ``num_classes`` head.
+    """The ``family`` network of ``depth`` = 6n+2 layers with a ``num_classes`` head (see :data:`FAMILIES`).
 
-    Built from the registered ``resnet20`` / ``plain_resnet20`` with ``layers=(n, n, n)``, so any
-    6n+2 depth works and the 20/56-layer networks are exactly ``resnet20`` / ``resnet56``.
+    ``plain``/``resnet`` are the registered ``plain_resnet20``/``resnet20`` with ``layers=(n, n, n)``,
+    so the 20- and 56-layer ones are exactly ``resnet20``/``resnet56``.
     """
     check_depths([depth])
-    n = (depth - 2) // 6
-    options: dict[str, object] = {"num_classes": num_classes, "layers": (n, n, n)}
-    if not batch_norm:
-        options["norm"] = "none"
-    name = "resnet20" if residual else "plain_resnet20"
-    return Classifier(build_encoder(name, spatial_dims=2, in_channels=in_channels, **options))
+    if family not in FAMILIES:
+        raise MedsegError(f"family {family!r}: choose one of {', '.join(FAMILIES)}")
+    return Classifier(FAMILIES[family](depth, in_channels, num_classes, "batch" if batch_norm else "none"))
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every convolution, in forward order (input side first)."""
+    """``(name, module)`` of every weight layer's convolution, in registration order (input side
+    first), leaving out highway gates (they have a bias and are no layer of the depth count)."""
     return [
         (name.removeprefix("encoder."), m)
         for name, m in model.named_modules()
-        if isinstance(m, nn.modules.conv._ConvNd)
+        if isinstance(m, nn.modules.conv._ConvNd) and m.bias is None
     ]
 
 
 def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, float]]:
     """The L2 norm of the cross-entropy gradient at every conv weight, input side first.
 
-    Measured on one batch in training mode (batch statistics, as during training); the model's
-    gradients are cleared before and after.
+    Measured on one batch in training mode (batch statistics, as during training); FractalNet's
+    drop-path is switched off for it (all columns). The model's gradients are cleared before and after.
     """
     model.zero_grad(set_to_none=True)
     model.train()
+    fractals = [m for m in model.modules() if isinstance(m, FractalEncoder)]
+    saved = [(m.drop_path, m.global_ratio) for m in fractals]
+    for m in fractals:
+        m.drop_path, m.global_ratio = 0.0, 0.0
     nn.functional.cross_entropy(model(images), labels).backward()
+    for m, (drop, ratio) in zip(fractals, saved):
+        m.drop_path, m.global_ratio = drop, ratio
     norms = [
         (name, float(m.weight.grad.norm()) if m.weight.grad is not None else 0.0)
         for name, m in conv_layers(model)
     ]
     model.zero_grad(set_to_none=True)
     return norms
+
+
+@torch.no_grad()
+def response_stds(model: nn.Module, images: torch.Tensor) -> list[tuple[str, float]]:
+    """He et al.'s Fig. 7 measure: for every batch-norm layer, in the order the forward pass calls
+    them, the std of its output over images and positions, averaged over channels; eval mode."""
+    model.eval()
+    names = {m: n.removeprefix("encoder.") for n, m in model.named_modules()}
+    stds: list[tuple[str, float]] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, out: stds.append(
+                 (names[mod], float(out.transpose(0, 1).flatten(1).std(1).mean()))))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # fmt: skip
+    try:
+        model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    model.train()
+    return stds
 
 
 @torch.no_grad()
@@ -189,6 +242,16 @@ def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
     return wrong / max(1, images.shape[0])
 
 
+def learning_rate(recipe: Recipe, lr: float, step: int, steps: int, warming: bool) -> float | None:
+    """The step schedule's lr at ``step`` (1-based): 0.01 while ``warming``, ``lr`` to half the budget,
+    ``lr/10`` to three quarters, ``lr/100`` after; ``None`` for the one-cycle schedule (its own)."""
+    if recipe.schedule != "step":
+        return None
+    if warming:
+        return 0.01
+    return lr * (0.1 ** ((step > steps // 2) + (step > (3 * steps) // 4)))
+
+
 def train_network(
     model: nn.Module,
     images: torch.Tensor,
@@ -199,125 +262,159 @@ def train_network(
     seed: int,
     log_every: int,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    recipe: Recipe = RECIPES["small"],
+    warmup: bool = False,
 ) -> list[dict[str, float]]:
-    """SGD (momentum 0.9, weight decay 1e-4, as the paper) with a one-cycle learning-rate schedule.
+    """SGD (momentum 0.9, weight decay 1e-4, as the paper) under ``recipe``'s schedule and augmentation.
 
-    Mini-batches are drawn from ``images`` by a generator seeded with ``seed``, so every network sees
-    the same batches. Returns one dict per ``log_every`` steps: ``step``, the mean training
-    ``train_loss`` and ``train_error`` over those steps (in training mode, as the paper's thin
-    curves), and ``test_error`` on ``test`` in eval mode (NaN without ``test``). No gradient
-    clipping: a diverging network shows up as a NaN loss.
+    Mini-batches (and augmentations) come from a generator seeded with ``seed``, so every network
+    sees the same ones. ``warmup`` holds lr at 0.01 until the training error of a logging window is
+    below 80 % (He et al., 110 layers). Returns one dict per ``log_every`` steps: ``step``, ``lr``,
+    the mean training ``train_loss`` and ``train_error`` over those steps (training mode, as the
+    paper's thin curves), and ``test_error`` on ``test`` in eval mode (NaN without ``test``). No
+    gradient clipping: a diverging network shows up as a NaN loss.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=steps, pct_start=0.15, anneal_strategy="cos"
-    )
+    sched = None
+    if recipe.schedule == "one_cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15,
+                                                    anneal_strategy="cos")  # fmt: skip
     g = torch.Generator().manual_seed(seed)
     model.train()
     log: list[dict[str, float]] = []
     loss_sum = err_sum = 0.0
     count = 0
     for step in range(1, steps + 1):
+        step_lr = learning_rate(recipe, lr, step, steps, warmup)
+        if step_lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = step_lr
         idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
         x, y = images[idx], labels[idx]
+        x = pad_crop_flip(x, g) if recipe.augment else x
         logits = model(x)
         loss = nn.functional.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         loss_sum += float(loss.detach())
         err_sum += float((logits.detach().argmax(1) != y).float().mean())
         count += 1
         if step % log_every == 0 or step == steps:
             test_error = error_rate(model, *test) if test is not None else math.nan
-            log.append({"step": step, "train_loss": loss_sum / count, "train_error": err_sum / count,
-                        "test_error": test_error})  # fmt: skip
+            log.append({"step": step, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum / count,
+                        "train_error": err_sum / count, "test_error": test_error})  # fmt: skip
+            warmup = warmup and err_sum / count >= 0.8
             loss_sum = err_sum = 0.0
             count = 0
     return log
+
+
+def _check_options(depths: Sequence[int], families: Sequence[str], recipe: str, sizes: dict[str, int], lr: float) -> None:
+    check_depths(depths)
+    if not families or any(f not in FAMILIES for f in families) or len(set(families)) != len(families):
+        raise MedsegError(f"families {list(families)}: give distinct names from {', '.join(FAMILIES)}")
+    if recipe not in RECIPES:
+        raise MedsegError(f"recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    for name, (value, low) in sizes.items():
+        if value < low:
+            raise MedsegError(f"degradation option {name}={value}: give at least {low}")
+    if not lr > 0:
+        raise MedsegError(f"degradation option lr={lr}: give a positive learning rate")
 
 
 def run_degradation(
     out_dir: str | Path,
     depths: Sequence[int] = (20, 56),
     steps: int = 1000,
-    batch_size: int = 32,
-    lr: float = 0.025,
+    batch_size: int | None = None,
+    lr: float | None = None,
     n_train: int = 5000,
     n_test: int = 500,
     image_size: int = 12,
     log_points: int = 20,
     seed: int = 0,
+    families: Sequence[str] = ("plain", "resnet"),
+    recipe: str = "small",
+    data: str | Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> DegradationResult:
-    """Train plain and residual networks at each depth under one budget; write CSVs and figures.
+    """Train every family at each depth under one budget; write CSVs and figures to ``out_dir``.
 
-    Every network starts from ``torch.manual_seed(seed)`` and sees the same mini-batches. Gradient
-    norms per conv layer are measured on one fixed batch: at initialisation with and without batch
-    norm (the no-BN twins are not trained), and after training. Writes ``curves.csv``,
-    ``summary.csv``, ``gradient_norms.csv``, ``degradation.png`` and ``gradient_norms.png``.
+    ``batch_size``/``lr`` default to the recipe's (small: 32 / 0.025; he: 128 / 0.1). ``data`` is a
+    CIFAR-10 python folder or a class-per-folder tree (``None``: the generated task of
+    ``n_train`` images of ``image_size`` pixels); local sets are cut to ``n_train``/``n_test``
+    images (0 = all). Every network starts from ``torch.manual_seed(seed)`` and sees the same batches.
+    Writes ``curves.csv``, ``summary.csv``, ``gradient_norms.csv``, ``response_std.csv``,
+    ``degradation.png``, ``gradient_norms.png`` and ``response_std.png``.
     """
-    check_depths(depths)
-    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 2), ("n_train", n_train, 2),
-                             ("n_test", n_test, 1), ("image_size", image_size, 4), ("log_points", log_points, 1)):
-        if value < low:
-            raise MedsegError(f"degradation option {name}={value}: give at least {low}")
-    if not lr > 0:
-        raise MedsegError(f"degradation option lr={lr}: give a positive learning rate")
+    chosen = RECIPES.get(recipe)
+    batch_size = batch_size or (chosen.batch_size if chosen else 32)
+    lr = lr if lr is not None else (chosen.lr if chosen else 0.025)
+    _check_options(depths, families, recipe, {"steps": (steps, 1), "batch_size": (batch_size, 2),
+                   "n_train": (n_train, 0 if data else 2), "n_test": (n_test, 0 if data else 1),
+                   "image_size": (image_size, 4), "log_points": (log_points, 1)}, lr)  # fmt: skip
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    say = on_progress or (lambda _msg: None)
-    images, labels = make_task(n_train, image_size, seed=seed)
-    test = make_task(n_test, image_size, seed=seed + 10_000)
-    probe = (images[:batch_size], labels[:batch_size])
-    log_every = max(1, steps // log_points)
-
-    curve_rows: list[dict[str, object]] = []
-    summary: list[dict[str, object]] = []
-    grad_rows: list[dict[str, object]] = []
+    out_dir, say, recipe_ = Path(out_dir), on_progress or (lambda _msg: None), RECIPES[recipe]
+    images = load_images(data, n_train, n_test, image_size, seed)
+    images = subtract_pixel_mean(images) if recipe_.mean_subtraction else images
+    say(f"{images.source}: {len(images.train[1])} training, {len(images.test[1])} held-out images, "
+        f"{images.num_classes} classes, recipe {recipe}")  # fmt: skip
+    rows: dict[str, list[dict[str, object]]] = {"curves": [], "summary": [], "grads": [], "responses": []}
     curves: dict[str, list[dict[str, float]]] = {}
-
-    def record(net: nn.Module, depth: int, residual: bool, bn: bool, phase: str) -> None:
-        for index, (layer, norm) in enumerate(gradient_norms(net, *probe), start=1):
-            grad_rows.append({"network": network_name(depth, residual), "depth": depth, "residual": residual,
-                              "batch_norm": bn, "phase": phase, "index": index, "layer": layer,
-                              "grad_norm": norm})  # fmt: skip
-
-    for residual in (False, True):
+    for family in families:
         for depth in depths:
-            name = network_name(depth, residual)
-            torch.manual_seed(seed)
-            record(build_network(depth, residual, batch_norm=False), depth, residual, False, "init")
-            torch.manual_seed(seed)
-            net = build_network(depth, residual, batch_norm=True)
-            record(net, depth, residual, True, "init")
-            say(f"training {name} for {steps} steps")
-            started = time.perf_counter()
-            log = train_network(net, images, labels, steps, batch_size, lr, seed, log_every, test)
-            seconds = time.perf_counter() - started
-            record(net, depth, residual, True, "trained")
-            curves[name] = log
-            curve_rows += [{"network": name, "depth": depth, "residual": residual, **row} for row in log]
-            tail = log[-max(1, len(log) // 10) :]
-            summary.append({
-                "network": name, "depth": depth, "residual": residual,
-                "parameters": sum(p.numel() for p in net.parameters()), "steps": steps,
-                "final_train_loss": sum(r["train_loss"] for r in tail) / len(tail),
-                "final_train_error": sum(r["train_error"] for r in tail) / len(tail),
-                "final_test_error": log[-1]["test_error"], "seconds": round(seconds, 1),
-            })  # fmt: skip
-            say(f"{name}: train error {100 * float(summary[-1]['final_train_error']):.1f}%, "  # type: ignore[arg-type]
-                f"test error {100 * log[-1]['test_error']:.1f}% ({seconds:.0f}s)")  # fmt: skip
-
+            curves[network_name(depth, family)] = _train_one(
+                family, depth, images, rows, steps, batch_size, lr, seed, max(1, steps // log_points), recipe_, say
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / n for n in ("curves.csv", "summary.csv", "gradient_norms.csv")]
-    for path, fields, rows in zip(files, (CURVE_FIELDS, SUMMARY_FIELDS, GRADIENT_FIELDS),
-                                  (curve_rows, summary, grad_rows)):  # fmt: skip
-        _write_csv(path, fields, rows)
-    files.append(plot_curves(curves, depths, out_dir / "degradation.png"))
-    files.append(plot_gradient_norms(grad_rows, out_dir / "gradient_norms.png"))
-    return DegradationResult(out_dir, summary, files, time.perf_counter() - t0)
+    files = [out_dir / n for n in ("curves.csv", "summary.csv", "gradient_norms.csv", "response_std.csv")]
+    for path, fields, key in zip(files, (CURVE_FIELDS, SUMMARY_FIELDS, GRADIENT_FIELDS, RESPONSE_FIELDS),
+                                 ("curves", "summary", "grads", "responses")):  # fmt: skip
+        _write_csv(path, fields, rows[key])
+    files.append(plot_curves(curves, families, depths, out_dir / "degradation.png"))
+    files.append(plot_gradient_norms(rows["grads"], out_dir / "gradient_norms.png"))
+    files.append(plot_response_stds(rows["responses"], out_dir / "response_std.png"))
+    return DegradationResult(out_dir, rows["summary"], files, time.perf_counter() - t0)
+
+
+def _train_one(
+    family: str, depth: int, images: ImageSet, rows: dict[str, list[dict[str, object]]], steps: int,
+    batch_size: int, lr: float, seed: int, log_every: int, recipe: Recipe, say: Callable[[str], None],
+) -> list[dict[str, float]]:  # fmt: skip
+    """Measure, train and measure one network; append its rows; return its curve."""
+    name, (x, y), probe = network_name(depth, family), images.train, (images.train[0][:32], images.train[1][:32])
+    key = {"network": name, "family": family, "depth": depth}
+
+    def record(net: nn.Module, bn: bool, phase: str) -> None:
+        rows["grads"] += [{**key, "batch_norm": bn, "phase": phase, "index": i, "layer": layer, "grad_norm": norm}
+                          for i, (layer, norm) in enumerate(gradient_norms(net, *probe), start=1)]  # fmt: skip
+
+    for bn in (False, True):
+        torch.manual_seed(seed)
+        net = build_network(depth, family, batch_norm=bn, num_classes=images.num_classes, in_channels=x.shape[1])
+        record(net, bn, "init")
+    say(f"training {name} for {steps} steps")
+    started = time.perf_counter()
+    warmup = recipe.warmup_depth is not None and depth >= recipe.warmup_depth
+    log = train_network(net, x, y, steps, batch_size, lr, seed, log_every, images.test, recipe, warmup)
+    seconds = time.perf_counter() - started
+    record(net, True, "trained")
+    rows["responses"] += [{**key, "index": i, "layer": layer, "std": std}
+                          for i, (layer, std) in enumerate(response_stds(net, images.test[0][:250]), start=1)]  # fmt: skip
+    rows["curves"] += [{**key, **r} for r in log]
+    tail = log[-max(1, len(log) // 10) :]
+    rows["summary"].append({
+        **key, "parameters": sum(p.numel() for p in net.parameters()), "steps": steps,
+        "final_train_loss": sum(r["train_loss"] for r in tail) / len(tail),
+        "final_train_error": sum(r["train_error"] for r in tail) / len(tail),
+        "final_test_error": log[-1]["test_error"], "seconds": round(seconds, 1),
+    })  # fmt: skip
+    say(f"{name}: train error {100 * float(rows['summary'][-1]['final_train_error']):.1f}%, "  # type: ignore[arg-type]
+        f"test error {100 * log[-1]['test_error']:.1f}% ({seconds:.0f}s)")  # fmt: skip
+    return log
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict[str, object]]) -> None:
@@ -326,64 +423,3 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict[str, object]]) -> 
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
-
-
-def _figure(width_in: float, height_in: float) -> tuple[Figure, list[str]]:
-    """An explicit Agg figure (no pyplot state, as in medseg.evaluation.figures) and the colour cycle."""
-    fig = Figure(figsize=(width_in, height_in))
-    FigureCanvasAgg(fig)
-    return fig, rcParams["axes.prop_cycle"].by_key()["color"]
-
-
-def plot_curves(curves: dict[str, list[dict[str, float]]], depths: Sequence[int], out: Path) -> Path:
-    """He et al.'s Figure 6 layout: plain networks left, residual right; thin dashed lines are the
-    training error, bold lines the held-out error; one colour per depth. Returns ``out``."""
-    fig, colours = _figure(11, 4.2)
-    axes = fig.subplots(1, 2, sharey=True)
-    top = 0.0
-    for ax, residual in zip(axes, (False, True)):
-        for depth, colour in zip(depths, colours):
-            log = curves.get(network_name(depth, residual), [])
-            steps = [r["step"] for r in log]
-            train = [100 * r["train_error"] for r in log]
-            test = [100 * r["test_error"] for r in log]
-            top = max([top, *(v for v in train + test if math.isfinite(v))])
-            ax.plot(steps, train, "--", color=colour, linewidth=1.0, label=f"{network_name(depth, residual)} train")
-            ax.plot(steps, test, "-", color=colour, linewidth=2.2, label=f"{network_name(depth, residual)} test")
-        ax.set_title("plain networks" if not residual else "residual networks (ResNet)")
-        ax.set_xlabel("training step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("error (%)")
-    axes[0].set_ylim(0, min(100.0, top * 1.05 + 1))
-    fig.suptitle("Degradation at small scale (cf. He et al. 2015, Fig. 6): dashed = training, bold = held-out")
-    fig.tight_layout()
-    return save_png(fig, out, dpi=110)
-
-
-def plot_gradient_norms(rows: list[dict[str, object]], out: Path) -> Path:
-    """Per-layer gradient norms on a log scale: at init with BN, at init without BN, after training
-    (with BN); plain networks solid, residual dashed. Returns ``out``."""
-    panels = [("init", True, "at initialisation, with BN"), ("init", False, "at initialisation, without BN"),
-              ("trained", True, "after training, with BN")]  # fmt: skip
-    fig, colours = _figure(16, 4.4)
-    axes = fig.subplots(1, len(panels))
-    depths = sorted({int(r["depth"]) for r in rows})  # type: ignore[call-overload]
-    for ax, (phase, bn, title) in zip(axes, panels):
-        for depth, colour in zip(depths, colours):
-            for residual in (False, True):
-                sel = [r for r in rows if r["phase"] == phase and r["batch_norm"] == bn
-                       and r["depth"] == depth and r["residual"] == residual]  # fmt: skip
-                if not sel:
-                    continue
-                values = [max(float(r["grad_norm"]), 1e-30) for r in sel]  # type: ignore[arg-type]
-                ax.semilogy([int(r["index"]) for r in sel], values, "--" if residual else "-",  # type: ignore[call-overload]
-                            color=colour, label=network_name(depth, residual))  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("conv layer (1 = input side)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("‖∂loss/∂W‖ of the layer's weights")
-    fig.suptitle("Per-layer gradient norms on one fixed batch (log scale)")
-    fig.tight_layout()
-    return save_png(fig, out, dpi=110)
