@@ -32,14 +32,12 @@ from medseg.errors import MedsegError
 from medseg.experiments.degradation_data import (
     ImageSet,
     load_images,
-    make_task,
     pad_crop_flip,
     subtract_pixel_mean,
 )
+from medseg.experiments.degradation_data import make_task as make_task  # re-exported: its home until now
 from medseg.experiments.degradation_figures import plot_curves, plot_gradient_norms, plot_response_stds
 from medseg.utils import atomic_write_text
-
-__all__ = ["make_task"]  # re-exported for callers of the earlier module
 
 #: Columns of ``curves.csv``: one row per network and logging point.
 CURVE_FIELDS = ["network", "family", "depth", "step", "lr", "train_loss", "train_error", "test_error"]
