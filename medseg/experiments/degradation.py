@@ -390,10 +390,13 @@ def _train_one(
         rows["grads"] += [{**key, "batch_norm": bn, "phase": phase, "index": i, "layer": layer, "grad_norm": norm}
                           for i, (layer, norm) in enumerate(gradient_norms(net, *probe), start=1)]  # fmt: skip
 
-    for bn in (False, True):
+    def build(bn: bool) -> Classifier:  # the same initialisation with and without batch norm
         torch.manual_seed(seed)
-        net = build_network(depth, family, batch_norm=bn, num_classes=images.num_classes, in_channels=x.shape[1])
-        record(net, bn, "init")
+        return build_network(depth, family, batch_norm=bn, num_classes=images.num_classes, in_channels=x.shape[1])
+
+    record(build(False), False, "init")  # the no-BN twin is measured at initialisation only
+    net = build(True)
+    record(net, True, "init")
     say(f"training {name} for {steps} steps")
     started = time.perf_counter()
     warmup = recipe.warmup_depth is not None and depth >= recipe.warmup_depth
