@@ -13,6 +13,14 @@ Drop-path, the paper's regulariser, acts while training: per mini-batch, with pr
 otherwise every join drops each of its inputs with probability ``drop_path``, keeping at least one
 (local). Evaluation joins every column; :meth:`FractalEncoder.use_column` computes one column alone,
 as the paper does to show that the deepest column is a good plain network by itself.
+
+Batch norm's running statistics are what evaluation normalises with, and a layer's inputs differ
+between a global drop-path pass (one column's chain) and a joined pass (means of columns). Each
+batch norm inside the blocks therefore keeps two sets (state-dict keys ``running_*`` and
+``column_running_*``): global drop-path batches and :meth:`~FractalEncoder.use_column` read and
+update the single-column set, every other pass the joined one. With one shared set, half of the
+training batches pull it towards single-column inputs and the joined network evaluates near
+chance (measured: docs/encoders.md).
 """
 
 from __future__ import annotations
@@ -120,6 +128,7 @@ class FractalEncoder(EncoderBase):
         self.out_channels = (*([stem] if stem else []), *widths)
         self.reductions = (*([1] if stem else []), *(2**i for i in range(len(widths))))
         self.fc = nn.Linear(cin, num_classes) if num_classes else None
+        _add_column_stats(self.stages)
         for m in self.modules():
             if isinstance(m, nn.modules.conv._ConvNd):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -127,6 +136,10 @@ class FractalEncoder(EncoderBase):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(x)
         column, drop = self._draw_path()
+        with _column_stats(self.stages, column is not None):
+            return self._forward_path(x, column, drop)
+
+    def _forward_path(self, x: torch.Tensor, column: int | None, drop: float) -> list[torch.Tensor]:
         features = [self.stem(x)] if self.stem is not None else []
         y = features[-1] if features else x
         for i, stage in enumerate(self.stages):
@@ -166,6 +179,34 @@ class FractalEncoder(EncoderBase):
         if self.fc is None:
             raise MedsegError("encoder has no classifier: build it with num_classes=N to use classify()")
         return self.fc(self(x)[-1].flatten(2).mean(-1))
+
+
+_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _add_column_stats(module: nn.Module) -> None:
+    """Give every batch norm in ``module`` a second set of running statistics for single-column passes."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            for name in _STATS:
+                m.register_buffer(f"column_{name}", m._buffers[name].clone())  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def _column_stats(module: nn.Module, active: bool) -> Iterator[None]:
+    """While active, batch norms in ``module`` read and update their single-column statistics."""
+    norms = [m for m in module.modules() if "column_running_mean" in m._buffers] if active else []
+    _swap_stats(norms)
+    try:
+        yield
+    finally:
+        _swap_stats(norms)
+
+
+def _swap_stats(norms: list[nn.Module]) -> None:
+    for m in norms:
+        for name in _STATS:
+            m._buffers[name], m._buffers[f"column_{name}"] = m._buffers[f"column_{name}"], m._buffers[name]
 
 
 def _check(

@@ -88,7 +88,7 @@ def test_global_drop_path_computes_exactly_one_column() -> None:
         encoder(torch.randn(2, 2, 8, 8))
         counts.add(len(calls))
     assert counts == {2, 4, 8}  # column c has 2^(c-1) convs in each of 2 blocks, and all three get drawn
-    encoder.eval()
+    encoder = FractalEncoder(in_channels=2, columns=3, widths=(4, 8)).eval()  # both sets of statistics at init
     x = torch.randn(2, 2, 8, 8)
     with torch.no_grad(), encoder.use_column(3):
         y = x
@@ -97,6 +97,35 @@ def test_global_drop_path_computes_exactly_one_column() -> None:
             for unit in stage[0].columns[2]:
                 y = unit(y)
         torch.testing.assert_close(encoder(x)[-1], y)  # the deepest column alone: a plain 8-layer chain
+
+
+def test_batch_norm_keeps_separate_statistics_for_single_column_passes() -> None:
+    torch.manual_seed(0)
+    encoder = FractalEncoder(in_channels=1, columns=3, widths=(4, 8), global_ratio=1.0).train()
+    norms = [m for m in encoder.stages.modules() if isinstance(m, nn.BatchNorm2d)]
+    x = torch.randn(4, 1, 8, 8) * 3 + 2
+    for _ in range(20):
+        encoder(x)  # global drop-path only
+    assert all(torch.equal(m.running_mean, torch.zeros_like(m.running_mean)) for m in norms)
+    assert all(int(m.num_batches_tracked) == 0 for m in norms)
+    moved = [m for m in norms if not torch.equal(m.column_running_mean, torch.zeros_like(m.running_mean))]
+    assert len(moved) == len(norms)  # every column got drawn in 20 batches
+    encoder.global_ratio = 0.0
+    column_stats = [m.column_running_mean.clone() for m in norms]
+    encoder(x)  # one joined pass: every conv runs, only the joined statistics move
+    assert all(torch.equal(m.column_running_mean, c) for m, c in zip(norms, column_stats, strict=True))
+    assert all(int(m.num_batches_tracked) == 1 for m in norms)
+    assert "stages.0.0.columns.2.3.1.column_running_var" in encoder.state_dict()
+    encoder.eval()
+    with torch.no_grad():
+        joined = encoder(x)[-1]
+        with encoder.use_column(3):
+            alone = encoder(x)[-1]
+        for m in norms:
+            m.column_running_mean.fill_(5.0)
+        assert torch.equal(encoder(x)[-1], joined)  # evaluation of the joined network reads the joined set
+        with encoder.use_column(3):
+            assert not torch.allclose(encoder(x)[-1], alone)  # one column reads its own set
 
 
 def test_local_drop_path_drops_inputs_only_while_training() -> None:
