@@ -315,8 +315,9 @@ def _c_order(array: np.ndarray) -> np.ndarray:
     """A C-ordered copy of a Fortran-ordered array (NIfTI stores x fastest), made in the file's dtype.
 
     MONAI makes one anyway, after casting to float32, with NumPy on one core: 1.9 s for a 512×512×300
-    CT here. Copying the int16 data first with torch, one slice of the last axis at a time (each a
-    contiguous block of the source), took 0.15 s; one ``contiguous()`` call 0.5 s.
+    CT. Copying the int16 data first with torch, one plane across the middle axis at a time (a 2D
+    transpose that fits in cache), took 0.10 s on a 2-core Xeon; planes of the last axis 0.31 s, one
+    ``contiguous()`` call 0.5 s.
     """
     if array.flags.c_contiguous or array.ndim < 2:
         return array
@@ -327,10 +328,27 @@ def _c_order(array: np.ndarray) -> np.ndarray:
     except (TypeError, ValueError):  # a dtype or byte order torch lacks
         return np.ascontiguousarray(array)
     out = torch.empty(source.shape, dtype=source.dtype)
-    for index in np.ndindex(*source.shape[2:]):  # plane by plane (x, y): 3× faster than one copy
-        plane = (slice(None), slice(None), *index)
-        out[plane] = source[plane]
+    if source.dim() == 2:
+        out.copy_(source)
+    for j in range(source.shape[1] if source.dim() > 2 else 0):
+        out[:, j] = source[:, j]
     return out.numpy()
+
+
+def _fortran_order(array: np.ndarray) -> np.ndarray:
+    """A Fortran-ordered copy of a C-ordered array, so that nibabel writes it without a strided copy
+    per slice (0.50 s for a 512×512×300 uint8 mask on a 2-core Xeon; this copy 0.07 s and the write 0.11 s)."""
+    if array.flags.f_contiguous or array.ndim < 3:
+        return array
+    try:
+        source = torch.from_numpy(np.ascontiguousarray(array))
+    except (TypeError, ValueError):  # a dtype or byte order torch lacks
+        return np.asfortranarray(array)
+    reverse = tuple(range(array.ndim - 1, -1, -1))
+    out = torch.empty(source.shape[::-1], dtype=source.dtype)
+    for i in range(0, source.shape[0], 32):  # blocks of the first axis: the last one of ``out``
+        out[..., i : i + 32] = source[i : i + 32].permute(*reverse)
+    return out.permute(*reverse).numpy()
 
 
 # MONAI's LoadImage builds every reader it knows; with pydicom installed (medseg[dicom]) its GPU DICOM
@@ -484,7 +502,7 @@ def _write_nifti_like(array: np.ndarray, reference: Path, out: Path) -> None:
     ref = nib.load(str(reference))
     header = ref.header.copy()
     header.set_data_dtype(array.dtype)
-    img = nib.Nifti1Image(array, None, header=header)
+    img = nib.Nifti1Image(_fortran_order(array), None, header=header)
     img.header.set_slope_inter(np.nan, np.nan)  # values are stored as they are
     for key in _NIFTI_GEOMETRY_FIELDS:  # byte-exact: no re-encoding of the quaternion
         img.header[key] = ref.header[key]

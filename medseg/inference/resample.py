@@ -10,15 +10,10 @@ does. No full-resolution float copy per class is ever held (unless probability m
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-#: Voxels per slab when mapping logits back to the original grid (bounds the temporaries).
-SLAB_VOXELS = 1 << 21
+from medseg.data.interpolate import resample_slabs
 
 
 def affine_nd(affine: np.ndarray, dims: int) -> np.ndarray:
@@ -68,94 +63,19 @@ def argmax(scores: torch.Tensor, implicit_zero: bool = False) -> torch.Tensor:
     comparison, because ``argmax`` over a leading axis is slow on the CPU and returns int64.
     """
     classes = scores.shape[0] + int(implicit_zero)
-    labels = torch.zeros(scores.shape[1:], dtype=label_dtype(classes))
+    dtype = label_dtype(classes)
     if scores.shape[0] == 0:
-        return labels
-    best = scores[0].clamp(min=0) if implicit_zero else scores[0].clone()
-    first = int(implicit_zero)
+        return torch.zeros(scores.shape[1:], dtype=dtype)
     if implicit_zero:
-        labels[scores[0] > 0] = 1
+        labels = (scores[0] > 0).to(dtype)
+        best = scores[0].clamp(min=0)
+    else:
+        labels, best = torch.zeros(scores.shape[1:], dtype=dtype), scores[0].clone()
+    first = int(implicit_zero)
     for k in range(1, scores.shape[0]):
-        better = scores[k] > best
-        labels[better] = k + first
+        labels.masked_fill_(scores[k] > best, k + first)
         torch.maximum(best, scores[k], out=best)
     return labels
-
-
-def separable(mapping: np.ndarray) -> list[tuple[int, float, float]] | None:
-    """``[(network axis, scale, offset)]`` per original axis when each original axis maps to one network axis.
-
-    That is the case for MONAI's orientation and spacing steps (a permutation, flips and per-axis
-    scaling); then linear interpolation is a product of 1D interpolations and needs no sampling grid.
-    """
-    dims = mapping.shape[0] - 1
-    rot = mapping[:dims, :dims]
-    nonzero = np.abs(rot) > 1e-6 * max(1.0, float(np.abs(rot).max()))  # float noise of the affine solve
-    if not (nonzero.sum(0) == 1).all() or not (nonzero.sum(1) == 1).all():
-        return None
-    axes = []
-    for j in range(dims):
-        i = int(np.argmax(nonzero[:, j]))
-        axes.append((i, float(rot[i, j]), float(mapping[i, dims])))
-    return axes
-
-
-def _lerp_weights(n: int, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lower and upper neighbour indices and the upper weight of fractional indices (border padding)."""
-    u = coords.clamp(0, n - 1)
-    lo = u.floor().long().clamp(max=n - 1)
-    return lo, (lo + 1).clamp(max=n - 1), u - lo
-
-
-def _lerp_axis(x: torch.Tensor, axis: int, coords: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of ``x`` along ``axis`` at fractional indices ``coords`` (border padding)."""
-    lo, hi, w = _lerp_weights(x.shape[axis], coords)
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    out = x.index_select(axis, lo)
-    return out.add_(x.index_select(axis, hi).sub_(out).mul_(w.to(x.dtype).reshape(shape)))
-
-
-def resample_slabs(
-    values: torch.Tensor, mapping: np.ndarray, out_shape: tuple[int, ...]
-) -> Iterator[tuple[tuple[slice, ...], torch.Tensor]]:
-    """Linearly interpolate ``values`` (channels first, network grid) at the original grid, slab by slab.
-
-    ``mapping`` takes original voxel indices to network voxel indices; outside the network grid the
-    border value is used (as MONAI's ``Spacingd`` pads). Yields ``(index, (channels, *slab))`` for
-    slabs along the last original axis. Axis-aligned mappings (MONAI's) are interpolated one axis
-    at a time; anything else goes through ``grid_sample``. Both equal MONAI's bilinear ``Invertd``.
-    """
-    dims = len(out_shape)
-    step = max(1, SLAB_VOXELS // max(1, math.prod(out_shape[:-1])))
-    axes = separable(mapping)
-    if axes is not None:
-        # view the network array with its axes in the original order, then interpolate the slab's
-        # (last) axis first, so the other axes only ever see one slab
-        ordered = values.permute(0, *(i + 1 for i, _, _ in axes))
-        coords = [scale * torch.arange(n, dtype=torch.float64) + offset
-                  for (_, scale, offset), n in zip(axes, out_shape, strict=True)]
-        for start in range(0, out_shape[-1], step):
-            stop = min(out_shape[-1], start + step)
-            slab = _lerp_axis(ordered, dims, coords[-1][start:stop]).contiguous()
-            for j in range(dims - 1):
-                slab = _lerp_axis(slab, j + 1, coords[j])
-            yield (*[slice(None)] * (dims - 1), slice(start, stop)), slab
-        return
-    net = values.shape[1:]
-    m = torch.as_tensor(mapping, dtype=torch.float64)
-    # grid_sample wants coordinates in [-1, 1] (align_corners=True: -1 and 1 are the end voxels' centres),
-    # the last one indexing the input's last axis
-    scale = torch.tensor([2.0 / (n - 1) if n > 1 else 0.0 for n in net], dtype=torch.float64)
-    base = [torch.arange(n, dtype=torch.float64) for n in out_shape[:-1]]
-    batch = values[None]
-    for start in range(0, out_shape[-1], step):
-        stop = min(out_shape[-1], start + step)
-        grid = torch.meshgrid(*base, torch.arange(start, stop, dtype=torch.float64), indexing="ij")
-        points = torch.stack(grid, -1) @ m[:dims, :dims].T + m[:dims, dims]
-        points = (points * scale - (scale > 0).double()).flip(-1).to(torch.float32)
-        slab = F.grid_sample(batch, points[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
-        yield (*[slice(None)] * (dims - 1), slice(start, stop)), slab
 
 
 def grid_mapping(net_affine: np.ndarray, orig_affine: np.ndarray, dims: int, resampled: bool) -> np.ndarray:
@@ -184,7 +104,8 @@ def to_original(
     # Scores relative to the background have the same argmax and softmax as the logits, and linear
     # interpolation commutes with that subtraction: one channel fewer to resample (one in all for 2 classes).
     relative = logits[1:].sub_(logits[:1])
-    labels_out = torch.empty(orig_shape, dtype=label_dtype(num_classes))
+    # Fortran order (slabs of the last axis are contiguous blocks), the order NIfTI writes
+    labels_out = torch.empty(orig_shape[::-1], dtype=label_dtype(num_classes)).permute(*range(dims - 1, -1, -1))
     prob_out = np.empty((num_classes, *orig_shape), dtype=np.float32) if probabilities else None
     for index, slab in resample_slabs(relative, mapping, orig_shape):
         labels_out[index] = argmax(slab, implicit_zero=True)

@@ -4,7 +4,7 @@ Holding every class's logits for a whole volume is what runs out of memory with 
 open #6427: 100 classes at 384³ need 22.5 GB). Here the original grid is cut into slabs along its last
 axis; for each slab the network runs its sliding window on the part of the preprocessed image that
 slab maps to, plus a patch of context on both sides, and only that part's logits are held, mapped
-back (:func:`~medseg.inference.resample.resample_slabs`) and turned into labels before the next slab.
+back (:func:`~medseg.data.interpolate.resample_slabs`) and turned into labels before the next slab.
 The price is the context: the windows there run twice. Each part starts on the whole-volume window
 grid, so the windows that reach a slab's voxels are the ones the whole-volume pass runs, and the labels
 are the same (tested).
@@ -19,7 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from medseg.inference.resample import argmax, label_dtype, resample_slabs, separable
+from medseg.data.interpolate import resample_slabs, separable
+from medseg.inference.resample import argmax, label_dtype
 
 
 def logit_bytes(num_classes: int, shape: Sequence[int]) -> int:

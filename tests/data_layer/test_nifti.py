@@ -51,3 +51,12 @@ def test_c_order_copy_equals_numpy_for_every_rank() -> None:
         out = io._c_order(array)
         assert out.flags.c_contiguous
         np.testing.assert_array_equal(out, array)
+
+
+def test_fortran_order_copy_equals_numpy_for_every_rank() -> None:
+    rng = np.random.default_rng(2)
+    for shape in [(5, 4, 3), (70, 4, 3), (33, 4, 3, 2)]:  # more than one block of 32 along the first axis
+        array = rng.integers(0, 100, shape).astype(np.uint8)
+        out = io._fortran_order(array)
+        assert out.flags.f_contiguous
+        np.testing.assert_array_equal(out, array)

@@ -10,6 +10,7 @@ from inference_helpers import ellipsoid_case, make_run, oblique_affine, write_ni
 from monai.data import MetaTensor
 from monai.transforms import Invertd, KeepLargestConnectedComponent
 
+import medseg.data.interpolate as interpolate
 import medseg.inference.resample as resample
 from medseg.data import io, transforms
 from medseg.errors import MedsegError
@@ -76,13 +77,13 @@ def test_way_back_equals_monai_invertd(tmp_path, oblique_case, spacing, monkeypa
         np.testing.assert_array_equal(resample._reorder(logits, axes, channel=True).numpy(), reference)
     else:
         assert axes is None
-        monkeypatch.setattr(resample, "SLAB_VOXELS", 1500)  # several slabs
-        assert resample.separable(mapping) is not None  # MONAI's steps are axis-aligned
+        monkeypatch.setattr(interpolate, "SLAB_VOXELS", 1500)  # several slabs
+        assert interpolate.separable(mapping) is not None  # MONAI's steps are axis-aligned
         for separable in (True, False):  # one axis at a time, and the general grid_sample path
             if not separable:
-                monkeypatch.setattr(resample, "separable", lambda mapping: None)
+                monkeypatch.setattr(interpolate, "separable", lambda mapping: None)
             out = np.full(reference.shape, np.nan, dtype=np.float32)
-            for index, slab in resample.resample_slabs(logits, mapping, shape):
+            for index, slab in interpolate.resample_slabs(logits, mapping, shape):
                 out[(slice(None), *index)] = slab.numpy()
             np.testing.assert_allclose(out, reference, atol=1e-4)
 

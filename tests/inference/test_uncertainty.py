@@ -214,9 +214,9 @@ def test_a_resampled_constant_map_stays_constant(make) -> None:
 def test_a_resampled_linear_ramp_is_interpolated_exactly(make, monkeypatch: pytest.MonkeyPatch) -> None:
     """Linear interpolation of a map linear in the network index gives that function at the mapped
     point (inside the network grid), however the slabs are cut."""
-    import medseg.inference.resample as resample
+    import medseg.data.interpolate as interpolate
 
-    monkeypatch.setattr(resample, "SLAB_VOXELS", 100)  # several slabs
+    monkeypatch.setattr(interpolate, "SLAB_VOXELS", 100)  # several slabs
     mapping, net_affine, orig_affine = make()
     net_shape, orig_shape = (12, 10, 9), (9, 8, 5)
     grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in net_shape], indexing="ij")

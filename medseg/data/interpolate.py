@@ -1,0 +1,97 @@
+"""Linear interpolation between voxel grids whose index mapping is affine, without a full sampling grid.
+
+Shared by preprocessing (:class:`medseg.data.spacing.SeparableSpacingd`, the image to the network's
+spacing) and inference (logits back to the input's grid, :mod:`medseg.inference.resample`). Where
+each output axis maps to one input axis (MONAI's orientation and spacing steps: a permutation,
+flips and per-axis scaling) linear interpolation is a product of 1D interpolations, one axis at a
+time, slab by slab; anything else goes through ``grid_sample``. Both equal MONAI's bilinear
+resampling with border padding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Voxels per output slab (bounds the temporaries).
+SLAB_VOXELS = 1 << 21
+
+
+def separable(mapping: np.ndarray) -> list[tuple[int, float, float]] | None:
+    """``[(network axis, scale, offset)]`` per original axis when each original axis maps to one network axis.
+
+    That is the case for MONAI's orientation and spacing steps (a permutation, flips and per-axis
+    scaling); then linear interpolation is a product of 1D interpolations and needs no sampling grid.
+    """
+    dims = mapping.shape[0] - 1
+    rot = mapping[:dims, :dims]
+    nonzero = np.abs(rot) > 1e-6 * max(1.0, float(np.abs(rot).max()))  # float noise of the affine solve
+    if not (nonzero.sum(0) == 1).all() or not (nonzero.sum(1) == 1).all():
+        return None
+    axes = []
+    for j in range(dims):
+        i = int(np.argmax(nonzero[:, j]))
+        axes.append((i, float(rot[i, j]), float(mapping[i, dims])))
+    return axes
+
+
+def _lerp_weights(n: int, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lower and upper neighbour indices and the upper weight of fractional indices (border padding)."""
+    u = coords.clamp(0, n - 1)
+    lo = u.floor().long().clamp(max=n - 1)
+    return lo, (lo + 1).clamp(max=n - 1), u - lo
+
+
+def _lerp_axis(x: torch.Tensor, axis: int, coords: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``axis`` at fractional indices ``coords`` (border padding)."""
+    lo, hi, w = _lerp_weights(x.shape[axis], coords)
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    lead = (slice(None),) * axis  # indexing gathers faster than index_select on the CPU (about 1.5x here)
+    return torch.lerp(x[(*lead, lo)], x[(*lead, hi)], w.to(x.dtype).reshape(shape))
+
+
+def resample_slabs(
+    values: torch.Tensor, mapping: np.ndarray, out_shape: tuple[int, ...]
+) -> Iterator[tuple[tuple[slice, ...], torch.Tensor]]:
+    """Linearly interpolate ``values`` (channels first, network grid) at the original grid, slab by slab.
+
+    ``mapping`` takes original voxel indices to network voxel indices; outside the network grid the
+    border value is used (as MONAI's ``Spacingd`` pads). Yields ``(index, (channels, *slab))`` for
+    slabs along the last original axis. Axis-aligned mappings (MONAI's) are interpolated one axis
+    at a time; anything else goes through ``grid_sample``. Both equal MONAI's bilinear ``Invertd``.
+    """
+    dims = len(out_shape)
+    step = max(1, SLAB_VOXELS // max(1, math.prod(out_shape[:-1])))
+    axes = separable(mapping)
+    if axes is not None:
+        # view the network array with its axes in the original order, then interpolate the slab's
+        # (last) axis first, so the other axes only ever see one slab
+        ordered = values.permute(0, *(i + 1 for i, _, _ in axes))
+        coords = [scale * torch.arange(n, dtype=torch.float64) + offset
+                  for (_, scale, offset), n in zip(axes, out_shape, strict=True)]
+        for start in range(0, out_shape[-1], step):
+            stop = min(out_shape[-1], start + step)
+            slab = _lerp_axis(ordered, dims, coords[-1][start:stop]).contiguous()
+            for j in range(dims - 1):
+                slab = _lerp_axis(slab, j + 1, coords[j])
+            yield (*[slice(None)] * (dims - 1), slice(start, stop)), slab
+        return
+    net = values.shape[1:]
+    m = torch.as_tensor(mapping, dtype=torch.float64)
+    # grid_sample wants coordinates in [-1, 1] (align_corners=True: -1 and 1 are the end voxels' centres),
+    # the last one indexing the input's last axis
+    scale = torch.tensor([2.0 / (n - 1) if n > 1 else 0.0 for n in net], dtype=torch.float64)
+    base = [torch.arange(n, dtype=torch.float64) for n in out_shape[:-1]]
+    batch = values[None]
+    for start in range(0, out_shape[-1], step):
+        stop = min(out_shape[-1], start + step)
+        grid = torch.meshgrid(*base, torch.arange(start, stop, dtype=torch.float64), indexing="ij")
+        points = torch.stack(grid, -1) @ m[:dims, :dims].T + m[:dims, dims]
+        points = (points * scale - (scale > 0).double()).flip(-1).to(torch.float32)
+        slab = F.grid_sample(batch, points[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
+        yield (*[slice(None)] * (dims - 1), slice(start, stop)), slab
