@@ -54,7 +54,7 @@ def test_broken_preprocess_metadata_is_one_line() -> None:
 def test_preprocess_builds_the_stage_transforms() -> None:
     pre = Preprocess.from_metadata(OLD_PREPROCESS)
     names = [type(t).__name__ for t in pre.transforms("infer").transforms]
-    assert names[:2] == ["LoadImaged", "EnsureChannelFirstd"] and "Spacingd" in names
+    assert names[:2] == ["LoadImaged", "EnsureChannelFirstd"] and "SeparableSpacingd" in names
     assert "RandCropByPosNegLabeld" in [type(t).__name__ for t in pre.transforms("train").transforms]
 
 

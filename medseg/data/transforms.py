@@ -51,10 +51,10 @@ from monai.transforms import (
     RandShiftIntensityd,
     ScaleIntensityd,
     ScaleIntensityRanged,
-    Spacingd,
     SpatialPadd,
 )
 
+from medseg.data.spacing import SeparableSpacingd
 from medseg.errors import MedsegError
 
 STAGES = ("train", "val", "infer")
@@ -129,7 +129,7 @@ def deterministic_transforms(
         steps.append(Orientationd(keys, axcodes="RAS", labels=None))
         if spacing is not None:
             modes = ("bilinear", "nearest")[: len(keys)]
-            steps.append(Spacingd(keys, pixdim=[float(s) for s in spacing], mode=modes, dtype=np.float32))
+            steps.append(SeparableSpacingd(keys, pixdim=[float(s) for s in spacing], mode=modes, dtype=np.float32))
     steps += _PRESETS[preset]((float(ct_window[0]), float(ct_window[1])), intensity)
     return steps
 

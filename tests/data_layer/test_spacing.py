@@ -1,0 +1,68 @@
+"""SeparableSpacingd gives MONAI's Spacingd's values, grid, affine and inverse, by axis or by MONAI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Orientationd, Spacingd
+
+import medseg.data.spacing as spacing_module
+from medseg.data.spacing import SeparableSpacingd
+
+
+def _case(shape: tuple[int, ...], affine: np.ndarray, channels: int = 2) -> dict[str, MetaTensor]:
+    rng = np.random.default_rng(0)
+    image = MetaTensor(torch.as_tensor(rng.normal(size=(channels, *shape)), dtype=torch.float32),
+                       affine=torch.as_tensor(affine))  # fmt: skip
+    label = MetaTensor(torch.as_tensor(rng.integers(0, 3, (1, *shape)), dtype=torch.float32),
+                       affine=torch.as_tensor(affine))  # fmt: skip
+    return {"image": image, "label": label}
+
+
+def _lps(spacing: tuple[float, float, float]) -> np.ndarray:
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # LPS storage, as scanners write
+    affine[:3, 3] = (31.0, -12.5, 7.25)
+    return affine
+
+
+def _oblique() -> np.ndarray:
+    c, s = np.cos(0.2), np.sin(0.2)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([0.9, 0.7, 2.5])
+    return affine
+
+
+def _pipelines(cls: type, pixdim: list[float]) -> Compose:
+    return Compose([Orientationd(["image", "label"], axcodes="RAS", labels=None),
+                    cls(["image", "label"], pixdim=pixdim, mode=("bilinear", "nearest"), dtype=np.float32)])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("shape", "affine", "pixdim", "fast"),
+    [((23, 17, 9), _lps((0.8, 0.8, 1.5)), [1.6, 1.6, 3.0], True),  # downsampling, flipped axes
+     ((12, 10, 5), _lps((1.0, 0.9, 4.0)), [0.55, 0.7, 1.3], True),  # upsampling, anisotropic
+     ((11, 13, 6), _oblique(), [1.1, 1.1, 2.0], True)],  # oblique: the step keeps the direction
+    ids=["down", "up", "oblique"],
+)  # fmt: skip
+def test_values_grid_affine_and_inverse_equal_monai(shape, affine, pixdim, fast, monkeypatch) -> None:
+    calls: list[int] = []
+    original = spacing_module.resample_slabs
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        yield from original(*args, **kwargs)
+
+    monkeypatch.setattr(spacing_module, "resample_slabs", counted)
+    monai, ours = _pipelines(Spacingd, pixdim), _pipelines(SeparableSpacingd, pixdim)
+    expected, got = monai(_case(shape, affine)), ours(_case(shape, affine))
+    assert bool(calls) == fast  # the image by axis; the labels (nearest) always by MONAI
+    for key in ("image", "label"):
+        assert got[key].shape == expected[key].shape
+        np.testing.assert_allclose(got[key].affine.numpy(), expected[key].affine.numpy(), atol=1e-9)
+        np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), atol=1e-5)
+        assert [op["class"] for op in got[key].applied_operations] == [op["class"] for op in expected[key].applied_operations]
+    inverted = ours.inverse(got)  # Invertd's route back to the input grid still works
+    assert tuple(inverted["image"].shape[1:]) == shape
+    np.testing.assert_allclose(inverted["image"].affine.numpy(), affine, atol=1e-6)
