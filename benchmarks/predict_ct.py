@@ -280,6 +280,7 @@ def main() -> None:
         synthetic_ct(image, tuple(args.shape), tuple(args.ct_spacing))
         print(f"wrote {image} ({'x'.join(map(str, args.shape))}, {time.perf_counter() - start:.0f} s)", file=sys.stderr)
         run = make_run(folder / "run", args.patch, spacing)
+        os.sync()  # the kernel's writeback of the new CT would otherwise run during the first reads
         rows = []
         for precision in args.precisions:
             out = folder / f"ct_seg_{precision}.nii.gz"
