@@ -44,7 +44,8 @@ def predict(
     A file that fails is reported and the others go on; the exit code is 1 if any failed. For a run
     trained on several channels, give a case as its channel files named nnU-Net's way
     (case_0000.nii.gz, case_0001.nii.gz, …) or a folder of them: each case is one input and gives
-    case_seg.nii.gz.
+    case_seg.nii.gz. A file with no sibling channel files holds every channel itself (an RGB
+    photo for an RGB run).
     """
     from medseg.errors import MedsegError
     from medseg.inference import Predictor, expand_inputs, predict_many

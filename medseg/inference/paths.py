@@ -67,27 +67,44 @@ def expand_inputs(inputs: Sequence[str | Path], channels: int = 1) -> list[Sourc
 
 
 def _group_channels(files: list[Path], channels: int) -> list[Source]:
-    """nnU-Net channel files grouped into cases; one line naming the case when a channel is missing."""
+    """nnU-Net channel files grouped into cases; one line naming the case when a channel is missing.
+
+    A file with no sibling channel files (``photo.jpg``, ``ISIC_0001.png``, a 4D NIfTI) is one
+    case holding every channel itself: an RGB image for an RGB run. The predictor checks its
+    channel count when it reads it.
+    """
     cases: dict[tuple[Path, str, str], dict[int, Path]] = {}
+    order: list[Path | tuple[Path, str, str]] = []
     for path in files:
         name, ext = split_name(path)
         match = _CHANNEL.match(name)
-        if match is None:
-            raise MedsegError(f"{path}: the run takes {channels} channels, one file each, named like "
-                              f"case_0000{ext} … case_{channels - 1:04d}{ext}; rename it or give its channels")
-        cases.setdefault((path.parent, match["case"], ext), {})[int(match["channel"])] = path
-    grouped: list[Source] = []
-    for (folder, case, ext), found in cases.items():
-        for k in range(channels):  # a lone case_0000 given on the command line brings its siblings
-            sibling = folder / f"{case}_{k:04d}{ext}"
-            if k not in found and sibling.is_file():
-                found[k] = sibling
-        missing = [k for k in range(channels) if k not in found]
-        if missing or len(found) != channels:
-            raise MedsegError(f"{folder / case}: the run takes channels 0000-{channels - 1:04d}; "
-                              f"found {', '.join(f'{k:04d}' for k in sorted(found))}; give every channel of the case")
-        grouped.append([found[k] for k in range(channels)])
-    return grouped
+        key = (path.parent, match["case"], ext) if match else None
+        if key is None or not _has_sibling(key, int(match["channel"]), channels):  # type: ignore[index]
+            order.append(path)
+            continue
+        if key not in cases:
+            order.append(key)
+        cases.setdefault(key, {})[int(match["channel"])] = path  # type: ignore[index]
+    return [item if isinstance(item, Path) else _case_files(item, cases[item], channels) for item in order]
+
+
+def _has_sibling(key: tuple[Path, str, str], channel: int, channels: int) -> bool:
+    folder, case, ext = key
+    return any((folder / f"{case}_{k:04d}{ext}").is_file() for k in range(max(channels, channel + 2)) if k != channel)
+
+
+def _case_files(key: tuple[Path, str, str], found: dict[int, Path], channels: int) -> list[Path]:
+    """The channel files of one case in channel order; a lone file given alone brings its siblings."""
+    folder, case, ext = key
+    for k in range(channels):
+        sibling = folder / f"{case}_{k:04d}{ext}"
+        if k not in found and sibling.is_file():
+            found[k] = sibling
+    missing = [k for k in range(channels) if k not in found]
+    if missing or len(found) != channels:
+        raise MedsegError(f"{folder / case}: the run takes channels 0000-{channels - 1:04d}; "
+                          f"found {', '.join(f'{k:04d}' for k in sorted(found))}; give every channel of the case")
+    return [found[k] for k in range(channels)]
 
 
 def _expand(inputs: Sequence[str | Path]) -> list[Path]:

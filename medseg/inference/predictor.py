@@ -345,7 +345,8 @@ class Predictor:
         if channels != self.preprocess.in_channels:
             raise MedsegError(
                 f"{path}: has {channels} channel(s) but the run was trained on {self.preprocess.in_channels}; "
-                "give an image of the training modality"
+                "give an image of the training modality (one file holding every channel, or one file per "
+                "channel named case_0000, case_0001, ...)"
             )
 
     def _read(self, source: str | Path | Sequence[str | Path]) -> tuple[Path, dict[str, Any], io.ImageMeta]:

@@ -38,13 +38,15 @@ def test_channel_files_become_one_case_each(tmp_path) -> None:
     assert expand_inputs([tmp_path / "b_0000.nii.gz"], channels=2) == [cases[1]]  # the siblings come along
 
 
-def test_a_missing_channel_or_an_unnamed_file_is_one_line(tmp_path) -> None:
-    _nifti(tmp_path / "a_0000.nii.gz", 0)
-    with pytest.raises(MedsegError, match=r"a: the run takes channels 0000-0001; found 0000"):
-        expand_inputs([tmp_path], channels=2)
-    (tmp_path / "a_0000.nii.gz").rename(tmp_path / "a.nii.gz")
-    with pytest.raises(MedsegError, match=r"a\.nii\.gz: the run takes 2 channels"):
-        expand_inputs([tmp_path], channels=2)
+def test_a_missing_channel_is_one_line_and_a_file_without_siblings_is_one_case(tmp_path) -> None:
+    for k in (0, 2):
+        _nifti(tmp_path / f"a_{k:04d}.nii.gz", k)
+    with pytest.raises(MedsegError, match=r"a: the run takes channels 0000-0002; found 0000, 0002"):
+        expand_inputs([tmp_path], channels=3)
+    (tmp_path / "a_0002.nii.gz").unlink()
+    _nifti(tmp_path / "photo.nii.gz", 0)
+    # no sibling channel files: each file holds its channels itself (an RGB image for an RGB run)
+    assert expand_inputs([tmp_path], channels=3) == [tmp_path / "a_0000.nii.gz", tmp_path / "photo.nii.gz"]
 
 
 def test_a_two_channel_run_predicts_a_folder_of_cases(tmp_path) -> None:
@@ -118,3 +120,20 @@ def test_sigkill_mid_folder_then_continue_finishes_the_rest(tmp_path) -> None:
         assert np.asarray(nib.load(str(path)).dataobj).shape == (12, 12, 8)
         if path.name in before:
             assert path.stat().st_mtime_ns == before[path.name]
+
+
+def test_an_rgb_run_predicts_plainly_named_rgb_files_and_names_a_grey_one(tmp_path) -> None:
+    from PIL import Image
+
+    run = make_run(tmp_path / "run", spatial_dims=2, preset="rgb2d", in_channels=3)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("lesion.png", "ISIC_0001.png"):  # the second looks like a channel file but has no siblings
+        Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(images / name)
+    Image.fromarray(rng.integers(0, 255, (40, 36), dtype=np.uint8)).save(images / "grey.png")
+    report = predict_many(Predictor(run, precision="fp32"), [images], tmp_path / "out")
+    assert sorted(t.name for _, t in report.written) == ["ISIC_0001_seg.png", "lesion_seg.png"]
+    assert [(s.name, "has 1 channel(s) but the run was trained on 3" in str(e)) for s, e in report.failed] == [
+        ("grey.png", True)
+    ]
