@@ -330,8 +330,9 @@ def _c_order(array: np.ndarray) -> np.ndarray:
     out = torch.empty(source.shape, dtype=source.dtype)
     if source.dim() == 2:
         out.copy_(source)
-    for j in range(source.shape[1] if source.dim() > 2 else 0):
-        out[:, j] = source[:, j]
+    else:
+        for j in range(source.shape[1]):
+            out[:, j] = source[:, j]
     return out.numpy()
 
 
