@@ -305,10 +305,11 @@ class MedsegReader(ImageReader):
             raise MedsegError(f"{names[0]}: cannot read it ({type(err).__name__}: {err})") from None
         return _Tagged(reader, img)
 
-    def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """Delegate to the reader that read ``img``; the array comes back C-ordered (see :func:`_c_order`)."""
+    def get_data(self, img: Any, c_order: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+        """Delegate to the reader that read ``img``; the array comes back C-ordered (see :func:`_c_order`)
+        unless ``c_order=False``."""
         array, meta = img.reader.get_data(img.img)
-        return _c_order(array), meta
+        return (_c_order(array) if c_order else array), meta
 
 
 def _c_order(array: np.ndarray) -> np.ndarray:
@@ -369,17 +370,19 @@ def load_transform(keys: str | Sequence[str], **kwargs: Any) -> LoadImaged:
 
 
 # -- reading -----------------------------------------------------------------------------------------
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | os.PathLike[str], c_order: bool = True) -> tuple[np.ndarray, ImageMeta]:
     """Read an image file or DICOM series folder; the array is exactly what ``load_transform`` loads.
 
     Only the dtype differs: ``read_image`` keeps the file's own dtype (``LoadImaged`` casts to float32).
+    ``c_order=False`` keeps the memory order the file stores (x fastest for NIfTI), without the copy
+    :func:`_c_order` makes; the prediction's resampling reads it in that order.
     """
     path = Path(path)
     if not path.exists():
         raise MedsegError(f"{path}: file not found")
     fmt = image_format(path)
     reader = MedsegReader()
-    array, meta = reader.get_data(reader.read(path))
+    array, meta = reader.get_data(reader.read(path), c_order=c_order)
     array = np.asarray(array)
     spatial_shape = tuple(int(s) for s in np.asarray(meta[MetaKeys.SPATIAL_SHAPE]).ravel())
     dims = len(spatial_shape)

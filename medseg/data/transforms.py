@@ -126,7 +126,9 @@ def deterministic_transforms(
         EnsureTyped(keys, dtype=np.float32, track_meta=True),
     ]
     if spatial_dims == 3:
-        steps.append(Orientationd(keys, axcodes="RAS", labels=None))
+        # with a target spacing, orientation is only recorded (lazy) and resampled with the spacing step:
+        # one pass over the voxels instead of a flipped copy, then the resampling
+        steps.append(Orientationd(keys, axcodes="RAS", labels=None, lazy=spacing is not None))
         if spacing is not None:
             modes = ("bilinear", "nearest")[: len(keys)]
             steps.append(SeparableSpacingd(keys, pixdim=[float(s) for s in spacing], mode=modes, dtype=np.float32))
@@ -225,4 +227,4 @@ def build_transforms(
             preset=preset, spatial_dims=spatial_dims, patch_size=patch_size, elastic=elastic, num_samples=num_samples,
             class_ratios=class_ratios,
         )
-    return Compose(steps)
+    return Compose(steps, lazy=None)  # each step's own mode: the lazy orientation waits for the spacing step

@@ -151,7 +151,7 @@ class Predictor:
         self.window, self.model = self.windows[0], self.windows[0].model
         # the run's deterministic steps after loading: inputs are read once, by io.read_image
         self.transform = Compose([t for t in self.preprocess.transforms("infer").transforms
-                                  if not isinstance(t, LoadImaged)])
+                                  if not isinstance(t, LoadImaged)], lazy=None)
 
     def _window(self, model: torch.nn.Module) -> SlidingWindow:
         """One member's network, folded and placed, in the shared sliding window settings."""
@@ -356,7 +356,7 @@ class Predictor:
         meta: io.ImageMeta | None = None
         for channel in channels:
             try:
-                array, channel_meta = io.read_image(channel)
+                array, channel_meta = io.read_image(channel, c_order=False)  # resampled in the file's order
             except MedsegError:
                 raise
             except Exception as err:
@@ -469,12 +469,14 @@ def _check_same_preprocessing(ckpts: Sequence[Checkpoint]) -> None:
 
 
 def _float32(data: np.ndarray) -> torch.Tensor:
-    """A float32 tensor of ``data``: cast by torch on every core (0.07 s for a 512×512×300 CT here, NumPy
-    0.5 s), by NumPy for dtypes or byte orders torch lacks."""
-    array = np.ascontiguousarray(data)
-    if array.dtype == np.float32:
-        return torch.from_numpy(array if array.flags.writeable else array.copy())
+    """A float32 tensor of ``data`` in its own memory order (a NIfTI's x-fastest array stays so): cast by
+    torch on every core (0.11 s for a 512×512×300 CT on a 2-core Xeon, NumPy 0.5 s), by NumPy for
+    dtypes or byte orders torch lacks."""
+    array = data if data.flags.c_contiguous or data.flags.f_contiguous else np.ascontiguousarray(data)
+    if not array.flags.writeable:
+        array = array.copy(order="K")
     try:
-        return torch.from_numpy(array if array.flags.writeable else array.copy()).float()
+        tensor = torch.from_numpy(array)
     except (TypeError, ValueError):
-        return torch.from_numpy(array.astype(np.float32))
+        return torch.from_numpy(array.astype(np.float32, order="K"))
+    return tensor if tensor.dtype == torch.float32 else tensor.float()

@@ -66,3 +66,53 @@ def test_values_grid_affine_and_inverse_equal_monai(shape, affine, pixdim, fast,
     inverted = ours.inverse(got)  # Invertd's route back to the input grid still works
     assert tuple(inverted["image"].shape[1:]) == shape
     np.testing.assert_allclose(inverted["image"].affine.numpy(), affine, atol=1e-6)
+
+
+def _fortran_case(shape: tuple[int, ...], affine: np.ndarray) -> dict[str, MetaTensor]:
+    """One channel stored x fastest, as a NIfTI's array comes from nibabel (no C-ordered copy)."""
+    data = np.asfortranarray(np.random.default_rng(1).normal(size=shape).astype(np.float32))
+    return {"image": MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(affine))}
+
+
+@pytest.mark.parametrize("affine", [_lps((0.8, 0.8, 1.5)), np.diag([0.8, 0.8, 1.5, 1.0])], ids=["lps", "ras"])
+def test_lazy_orientation_is_resampled_with_the_spacing_step(affine, monkeypatch) -> None:
+    """medseg's pipeline (lazy orientation, one resampling, x-fastest input) equals MONAI's eager one."""
+    shape, pixdim = (23, 17, 9), [1.6, 1.6, 3.0]
+    calls: list[int] = []
+    original = spacing_module.resample_slabs
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        yield from original(*args, **kwargs)
+
+    monkeypatch.setattr(spacing_module, "resample_slabs", counted)
+    monai = Compose([Orientationd("image", axcodes="RAS", labels=None), Spacingd("image", pixdim=pixdim)])
+    ours = Compose([Orientationd("image", axcodes="RAS", labels=None, lazy=True),
+                    SeparableSpacingd("image", pixdim=pixdim, dtype=np.float32)], lazy=None)  # fmt: skip
+    expected, got = monai(_fortran_case(shape, affine)), ours(_fortran_case(shape, affine))
+    assert calls == [1]  # orientation and spacing in one pass, by axis
+    np.testing.assert_allclose(got["image"].affine.numpy(), expected["image"].affine.numpy(), atol=1e-9)
+    np.testing.assert_allclose(got["image"].numpy(), expected["image"].numpy(), atol=1e-5)
+    classes = [op["class"] for op in got["image"].applied_operations]
+    assert classes == [op["class"] for op in expected["image"].applied_operations] and classes[0] == "Orientation"
+    inverted = ours.inverse(got)
+    assert tuple(inverted["image"].shape[1:]) == shape
+    np.testing.assert_allclose(inverted["image"].affine.numpy(), affine, atol=1e-6)
+
+
+def test_resampling_reads_either_memory_order_alike() -> None:
+    """The x-fastest route (planes first) gives the C-ordered route's values."""
+    from medseg.data.interpolate import resample_slabs
+
+    values = torch.randn(2, 31, 22, 13)
+    mapping = np.array([[-1.9, 0, 0, 30.0], [0, 1.3, 0, 0.2], [0, 0, 0.7, 0.1], [0, 0, 0, 1]])
+    out_shape = (17, 18, 19)
+    fortran = values.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1)
+    assert fortran.stride()[1] == 1
+    results = []
+    for source in (values, fortran):
+        out = torch.empty((2, *out_shape))
+        for index, slab in resample_slabs(source, mapping, out_shape):
+            out[(slice(None), *index)] = slab
+        results.append(out)
+    torch.testing.assert_close(results[0], results[1])
