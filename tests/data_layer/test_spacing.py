@@ -39,14 +39,8 @@ def _pipelines(cls: type, pixdim: list[float]) -> Compose:
                     cls(["image", "label"], pixdim=pixdim, mode=("bilinear", "nearest"), dtype=np.float32)])  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("shape", "affine", "pixdim", "fast"),
-    [((23, 17, 9), _lps((0.8, 0.8, 1.5)), [1.6, 1.6, 3.0], True),  # downsampling, flipped axes
-     ((12, 10, 5), _lps((1.0, 0.9, 4.0)), [0.55, 0.7, 1.3], True),  # upsampling, anisotropic
-     ((11, 13, 6), _oblique(), [1.1, 1.1, 2.0], True)],  # oblique: the step keeps the direction
-    ids=["down", "up", "oblique"],
-)  # fmt: skip
-def test_values_grid_affine_and_inverse_equal_monai(shape, affine, pixdim, fast, monkeypatch) -> None:
+def _count_resamplings(monkeypatch) -> list[int]:
+    """A list that gains an entry each time SeparableSpacingd resamples by axis."""
     calls: list[int] = []
     original = spacing_module.resample_slabs
 
@@ -55,6 +49,18 @@ def test_values_grid_affine_and_inverse_equal_monai(shape, affine, pixdim, fast,
         yield from original(*args, **kwargs)
 
     monkeypatch.setattr(spacing_module, "resample_slabs", counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("shape", "affine", "pixdim", "fast"),
+    [((23, 17, 9), _lps((0.8, 0.8, 1.5)), [1.6, 1.6, 3.0], True),  # downsampling, flipped axes
+     ((12, 10, 5), _lps((1.0, 0.9, 4.0)), [0.55, 0.7, 1.3], True),  # upsampling, anisotropic
+     ((11, 13, 6), _oblique(), [1.1, 1.1, 2.0], True)],  # oblique: the step keeps the direction
+    ids=["down", "up", "oblique"],
+)  # fmt: skip
+def test_values_grid_affine_and_inverse_equal_monai(shape, affine, pixdim, fast, monkeypatch) -> None:
+    calls = _count_resamplings(monkeypatch)
     monai, ours = _pipelines(Spacingd, pixdim), _pipelines(SeparableSpacingd, pixdim)
     expected, got = monai(_case(shape, affine)), ours(_case(shape, affine))
     assert bool(calls) == fast  # the image by axis; the labels (nearest) always by MONAI
@@ -74,18 +80,17 @@ def _fortran_case(shape: tuple[int, ...], affine: np.ndarray) -> dict[str, MetaT
     return {"image": MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(affine))}
 
 
-@pytest.mark.parametrize("affine", [_lps((0.8, 0.8, 1.5)), np.diag([0.8, 0.8, 1.5, 1.0])], ids=["lps", "ras"])
+def _sagittal() -> np.ndarray:
+    """Axes stored as (A→P, I→S, R→L)-like: orientation permutes them as well as flipping."""
+    return np.array([[0, 0, -1.2, 40.0], [-0.7, 0, 0, 3.0], [0, 2.5, 0, -9.0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("affine", [_lps((0.8, 0.8, 1.5)), np.diag([0.8, 0.8, 1.5, 1.0]), _sagittal()],
+                         ids=["lps", "ras", "permuted"])
 def test_lazy_orientation_is_resampled_with_the_spacing_step(affine, monkeypatch) -> None:
     """medseg's pipeline (lazy orientation, one resampling, x-fastest input) equals MONAI's eager one."""
     shape, pixdim = (23, 17, 9), [1.6, 1.6, 3.0]
-    calls: list[int] = []
-    original = spacing_module.resample_slabs
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        yield from original(*args, **kwargs)
-
-    monkeypatch.setattr(spacing_module, "resample_slabs", counted)
+    calls = _count_resamplings(monkeypatch)
     monai = Compose([Orientationd("image", axcodes="RAS", labels=None), Spacingd("image", pixdim=pixdim)])
     ours = Compose([Orientationd("image", axcodes="RAS", labels=None, lazy=True),
                     SeparableSpacingd("image", pixdim=pixdim, dtype=np.float32)], lazy=None)  # fmt: skip
