@@ -4,7 +4,7 @@ The network sees the image after MONAI's orientation and spacing steps; the labe
 in the input's own voxel order. The map from original voxel indices to network voxel indices is
 ``inv(network affine) @ original affine``. When it only permutes and flips axes (no target spacing,
 2D) the argmax is re-ordered exactly; otherwise logits relative to the background are interpolated
-linearly, slab by slab along the last axis, and the argmax is taken on the original grid, as nnU-Net
+linearly, plane by plane along the last axis, and the argmax is taken on the original grid, as nnU-Net
 does. No full-resolution float copy per class is ever held (unless probability maps are asked for).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medseg.data.interpolate import resample_slabs
+from medseg.data.interpolate import resample_planes
 
 
 def affine_nd(affine: np.ndarray, dims: int) -> np.ndarray:
@@ -68,6 +68,8 @@ def argmax(scores: torch.Tensor, implicit_zero: bool = False) -> torch.Tensor:
         return torch.zeros(scores.shape[1:], dtype=dtype)
     if implicit_zero:
         labels = (scores[0] > 0).to(dtype)
+        if scores.shape[0] == 1:  # two classes: the sign decides
+            return labels
         best = scores[0].clamp(min=0)
     else:
         labels, best = torch.zeros(scores.shape[1:], dtype=dtype), scores[0].clone()
@@ -104,15 +106,20 @@ def to_original(
     # Scores relative to the background have the same argmax and softmax as the logits, and linear
     # interpolation commutes with that subtraction: one channel fewer to resample (one in all for 2 classes).
     relative = logits[1:].sub_(logits[:1])
-    # Fortran order (slabs of the last axis are contiguous blocks), the order NIfTI writes
-    labels_out = torch.empty(orig_shape[::-1], dtype=label_dtype(num_classes)).permute(*range(dims - 1, -1, -1))
-    prob_out = np.empty((num_classes, *orig_shape), dtype=np.float32) if probabilities else None
-    for index, slab in resample_slabs(relative, mapping, orig_shape):
-        labels_out[index] = argmax(slab, implicit_zero=True)
+    # Fortran order (planes of the last axis are contiguous blocks), the order NIfTI writes
+    labels_out = empty_fortran(orig_shape, label_dtype(num_classes))
+    prob_out = empty_fortran((num_classes, *orig_shape), torch.float32, channels=True) if probabilities else None
+    for k, plane in resample_planes(relative, mapping, orig_shape):
+        labels_out[..., k] = argmax(plane, implicit_zero=True)
         if prob_out is not None:
-            full = torch.cat([torch.zeros_like(slab[:1]), slab])
-            prob_out[(slice(None), *index)] = torch.softmax(full, 0).numpy()
-    return labels_out.numpy(), prob_out
+            prob_out[..., k] = torch.softmax(torch.cat([torch.zeros_like(plane[:1]), plane]), 0)
+    return labels_out.numpy(), None if prob_out is None else prob_out.numpy()
+
+
+def empty_fortran(shape: tuple[int, ...], dtype: torch.dtype, channels: bool = False) -> torch.Tensor:
+    """An empty tensor of ``shape`` whose spatial axes are stored first-fastest (each channel a NIfTI volume)."""
+    c = int(channels)
+    return torch.empty((*shape[:c], *shape[c:][::-1]), dtype=dtype).permute(*range(c), *range(len(shape) - 1, c - 1, -1))
 
 
 def values_to_original(
@@ -125,7 +132,7 @@ def values_to_original(
     axes = _axis_map(mapping, tuple(values.shape[1:]), orig_shape)
     if axes is not None:
         return _reorder(values, axes, channel=True).numpy().astype(np.float32, copy=False)
-    out = np.empty((values.shape[0], *orig_shape), dtype=np.float32)
-    for index, slab in resample_slabs(values, mapping, orig_shape):
-        out[(slice(None), *index)] = slab.numpy()
-    return out
+    out = empty_fortran((values.shape[0], *orig_shape), torch.float32, channels=True)
+    for k, plane in resample_planes(values.float(), mapping, orig_shape):
+        out[..., k] = plane
+    return out.numpy()

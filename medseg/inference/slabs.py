@@ -4,7 +4,7 @@ Holding every class's logits for a whole volume is what runs out of memory with 
 open #6427: 100 classes at 384³ need 22.5 GB). Here the original grid is cut into slabs along its last
 axis; for each slab the network runs its sliding window on the part of the preprocessed image that
 slab maps to, plus a patch of context on both sides, and only that part's logits are held, mapped
-back (:func:`~medseg.data.interpolate.resample_slabs`) and turned into labels before the next slab.
+back (:func:`~medseg.data.interpolate.resample_planes`) and turned into labels before the next slab.
 The price is the context: the windows there run twice. Each part starts on the whole-volume window
 grid, so the windows that reach a slab's voxels are the ones the whole-volume pass runs, and the labels
 are the same (tested).
@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from medseg.data.interpolate import resample_slabs, separable
-from medseg.inference.resample import argmax, label_dtype
+from medseg.data.interpolate import resample_planes, separable
+from medseg.inference.resample import argmax, empty_fortran, label_dtype
 
 
 def logit_bytes(num_classes: int, shape: Sequence[int]) -> int:
@@ -75,15 +75,14 @@ def segment_in_slabs(
     """
     dims = len(orig_shape)
     axis = plan.axis
-    labels = torch.empty(orig_shape, dtype=label_dtype(num_classes))
+    labels = empty_fortran(orig_shape, label_dtype(num_classes))
     for start, stop, lo, hi in plan.slabs:
         part = logits(image.narrow(axis + 1, lo, hi - lo))
         relative = part[1:].sub_(part[:1])
         del part
         shape = (*orig_shape[:-1], stop - start)
-        for index, slab in resample_slabs(relative, _shifted(mapping, dims, axis, lo, start), shape):
-            last = slice(start + index[-1].start, start + index[-1].stop)
-            labels[(*index[:-1], last)] = argmax(slab, implicit_zero=True)
+        for k, plane in resample_planes(relative, _shifted(mapping, dims, axis, lo, start), shape):
+            labels[..., start + k] = argmax(plane, implicit_zero=True)
         del relative
     return labels.numpy()
 

@@ -56,7 +56,7 @@ def test_prediction_of_a_known_label_maps_back_to_the_original_grid(tmp_path, th
 
 @pytest.mark.parametrize("spacing", [None, [1.1, 0.9, 2.0]], ids=["orientation-only", "resampled"])
 def test_way_back_equals_monai_invertd(tmp_path, oblique_case, spacing, monkeypatch):
-    """Slab-wise linear mapping of logits equals MONAI's Invertd; orientation-only is an exact re-ordering."""
+    """Slab- and plane-wise linear mapping of logits equal MONAI's Invertd; orientation-only is an exact re-ordering."""
     image = oblique_case[0]
     pipeline = transforms.build_transforms("infer", preset="ct", spatial_dims=3, patch_size=[16] * 3,
                                            spacing=spacing, label=False)
@@ -86,6 +86,10 @@ def test_way_back_equals_monai_invertd(tmp_path, oblique_case, spacing, monkeypa
             for index, slab in interpolate.resample_slabs(logits, mapping, shape):
                 out[(slice(None), *index)] = slab.numpy()
             np.testing.assert_allclose(out, reference, atol=1e-4)
+            planes = np.full(reference.shape, np.nan, dtype=np.float32)  # the map back's plane-by-plane route
+            for k, plane in interpolate.resample_planes(logits, mapping, shape):
+                planes[..., k] = plane.numpy()
+            np.testing.assert_allclose(planes, reference, atol=1e-4)
 
 
 def test_array_input_equals_file_input(tmp_path, threshold_model, oblique_case):
