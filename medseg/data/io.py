@@ -30,7 +30,7 @@ from monai.data import ImageReader, PILReader
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys
 
-from medseg.data.nifti import NiftiReader
+from medseg.data.nifti import NiftiReader, save_nifti
 from medseg.errors import MedsegError
 from medseg.utils import atomic_path
 
@@ -511,7 +511,7 @@ def _write_nifti_like(array: np.ndarray, reference: Path, out: Path) -> None:
     for key in _NIFTI_GEOMETRY_FIELDS:  # byte-exact: no re-encoding of the quaternion
         img.header[key] = ref.header[key]
     with atomic_path(out) as tmp:
-        nib.save(img, str(tmp))
+        save_nifti(img, tmp)
 
 
 def write_like(
@@ -590,7 +590,7 @@ def write_image(
         img.set_sform(full, code=1)
         img.header.set_xyzt_units("mm", "sec")
         with atomic_path(out) as tmp:
-            nib.save(img, str(tmp))
+            save_nifti(img, tmp)
         return out
     spacing, origin, direction = _geometry_from_affine(affine)
     _write_sitk(array, out, ImageMeta(out, fmt, tuple(array.shape[:dims]), spacing, origin, direction, affine))

@@ -60,3 +60,25 @@ def test_fortran_order_copy_equals_numpy_for_every_rank() -> None:
         out = io._fortran_order(array)
         assert out.flags.f_contiguous
         np.testing.assert_array_equal(out, array)
+
+
+@pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image])
+def test_save_nifti_writes_the_bytes_nibabel_writes(tmp_path, klass) -> None:
+    """ISA-L compresses a different stream; decompressed it is nibabel's file, and SimpleITK reads it."""
+    import gzip
+
+    import SimpleITK as sitk
+
+    labels = np.asfortranarray(np.random.default_rng(1).integers(0, 4, (12, 10, 7)).astype(np.uint8))
+    affine = np.array([[-0.8, 0, 0, 10], [0, 0.9, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1]])
+    img = klass(labels, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    ours, theirs = tmp_path / "ours.nii.gz", tmp_path / "theirs.nii.gz"
+    nifti.save_nifti(img, ours)
+    nib.save(img, str(theirs))
+    with gzip.open(ours) as a, gzip.open(theirs) as b:
+        assert a.read() == b.read()
+    if klass is nib.Nifti1Image:
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(ours)))
+        np.testing.assert_array_equal(array.transpose(2, 1, 0), labels)
