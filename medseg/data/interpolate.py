@@ -56,6 +56,20 @@ def _lerp_axis(x: torch.Tensor, axis: int, coords: torch.Tensor) -> torch.Tensor
     return torch.lerp(x[(*lead, lo)], x[(*lead, hi)], w.to(x.dtype).reshape(shape))
 
 
+def _lerp_planes(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """:func:`_lerp_axis` along axis 1 into float32, one output plane at a time from two planes of ``x``
+    (views, not gathered copies); any other dtype (a CT's int16) is cast plane by plane, in cache."""
+    lo, hi, w = (t.tolist() for t in _lerp_weights(x.shape[1], coords))
+    dtype = torch.float32
+    out = torch.empty((x.shape[0], len(lo), *x.shape[2:]), dtype=dtype)
+    for i, (a, b, t) in enumerate(zip(lo, hi, w, strict=True)):
+        if t == 0 or a == b:
+            out[:, i] = x[:, a]
+        else:
+            torch.lerp(x[:, a].to(dtype), x[:, b].to(dtype), t, out=out[:, i])
+    return out
+
+
 def _stored_reversed(x: torch.Tensor) -> tuple[int, ...] | None:
     """The axis order that reverses ``x``'s spatial axes when its first one is the fastest in memory
     (a Fortran-ordered array, as NIfTI stores voxels), else None.
@@ -76,8 +90,9 @@ def resample_slabs(
 
     ``mapping`` takes original voxel indices to network voxel indices; outside the network grid the
     border value is used (as MONAI's ``Spacingd`` pads). Yields ``(index, (channels, *slab))`` for
-    slabs along the last original axis. Axis-aligned mappings (MONAI's) are interpolated one axis
-    at a time; anything else goes through ``grid_sample``. Both equal MONAI's bilinear ``Invertd``.
+    slabs along the last original axis, float32 whatever ``values``' dtype. Axis-aligned mappings
+    (MONAI's) are interpolated one axis at a time; anything else goes through ``grid_sample``. Both
+    equal MONAI's bilinear ``Invertd``.
     """
     dims = len(out_shape)
     step = max(1, SLAB_VOXELS // max(1, math.prod(out_shape[:-1])))
@@ -89,11 +104,13 @@ def resample_slabs(
         coords = [scale * torch.arange(n, dtype=torch.float64) + offset
                   for (_, scale, offset), n in zip(axes, out_shape, strict=True)]
         reverse = _stored_reversed(ordered)
+        if not reverse and ordered.dtype != torch.float32:  # the plane route casts as it goes
+            ordered = ordered.float()
         for start in range(0, out_shape[-1], step):
             stop = min(out_shape[-1], start + step)
             index = (*[slice(None)] * (dims - 1), slice(start, stop))
-            if reverse:  # x fastest in memory (a NIfTI's array): gather planes, then rows, then voxels
-                slab = _lerp_axis(ordered.permute(0, *reverse), 1, coords[-1][start:stop])
+            if reverse:  # x fastest in memory (a NIfTI's array): planes, then rows, then voxels
+                slab = _lerp_planes(ordered.permute(0, *reverse), coords[-1][start:stop])
                 for j in range(1, dims):
                     slab = _lerp_axis(slab, j + 1, coords[dims - 1 - j])
                 yield index, slab.permute(0, *reverse)
@@ -104,6 +121,7 @@ def resample_slabs(
             yield index, slab
         return
     net = values.shape[1:]
+    values = values.float()
     m = torch.as_tensor(mapping, dtype=torch.float64)
     # grid_sample wants coordinates in [-1, 1] (align_corners=True: -1 and 1 are the end voxels' centres),
     # the last one indexing the input's last axis

@@ -7,7 +7,8 @@ same interpolation is a product of 1D interpolations (:mod:`medseg.data.interpol
 no grid. MONAI still decides everything else: the output grid, the affine and the trace that
 ``Invertd`` inverts; medseg only computes the pending resampling MONAI's lazy mode records, with the
 orientation step (lazy before it) folded in: a NIfTI's x-fastest array is read once, in the order it
-is stored, with no flipped or C-ordered copy. Other
+is stored, with no flipped, C-ordered or float copy (an integer image, a CT's int16, is cast to
+float32 plane by plane as it is resampled). Other
 modes (the labels' nearest) and padding modes are resampled by MONAI itself. Oblique images stay
 axis-aligned here: the spacing step keeps their direction and changes only the voxel size.
 """
@@ -58,7 +59,7 @@ def resample_pending(img: MetaTensor) -> MetaTensor:
     by axis where possible, else by MONAI."""
     pending = img.pending_operations
     if not pending:
-        return img
+        return img if img.is_floating_point() else img.float()
     info = pending[-1].get("extra_info", {})  # the spacing step's modes; the orientation step has none
     mapping = _composed_mapping(pending, img.dim() - 1)  # output index -> input index
     fast = (info.get("mode") == "bilinear" and info.get("padding_mode") == "border" and mapping is not None
@@ -70,7 +71,7 @@ def resample_pending(img: MetaTensor) -> MetaTensor:
         return apply_pending(img, overrides={k: v for k, v in overrides.items() if v is not None})[0]
     shape = tuple(int(n) for n in pending[-1]["lazy_shape"])
     values = torch.empty((img.shape[0], *shape), dtype=torch.float32)
-    source = img.as_tensor().to(torch.float32)  # keeps the strides: a NIfTI's x-fastest array is not copied
+    source = img.as_tensor()  # as read: a NIfTI's x-fastest int16 array is cast plane by plane while resampled
     for index, slab in resample_slabs(source, mapping, shape):
         values[(slice(None), *index)] = slab
     meta = {k: v for k, v in img.meta.items() if k != "affine"}

@@ -123,7 +123,8 @@ def deterministic_transforms(
     steps: list[MapTransform] = [
         load_transform(keys),
         EnsureChannelFirstd(keys),
-        EnsureTyped(keys, dtype=np.float32, track_meta=True),
+        # with a target spacing the resampling casts (a CT's int16 plane by plane): no float copy first
+        EnsureTyped(keys, dtype=np.float32 if spacing is None or spatial_dims != 3 else None, track_meta=True),
     ]
     if spatial_dims == 3:
         # with a target spacing, orientation is only recorded (lazy) and resampled with the spacing step:

@@ -152,6 +152,7 @@ class Predictor:
         # the run's deterministic steps after loading: inputs are read once, by io.read_image
         self.transform = Compose([t for t in self.preprocess.transforms("infer").transforms
                                   if not isinstance(t, LoadImaged)], lazy=None)
+        self._resamples = self.spatial_dims == 3 and self.preprocess.spacing is not None  # casts as it resamples
 
     def _window(self, model: torch.nn.Module) -> SlidingWindow:
         """One member's network, folded and placed, in the shared sliding window settings."""
@@ -369,7 +370,8 @@ class Predictor:
             arrays.extend(np.moveaxis(array, -1, 0) if array.ndim > dims else array[None])
         assert meta is not None
         data = np.stack(arrays) if len(arrays) > 1 else arrays[0]
-        return channels[0], self._loaded(data, meta.affine, meta.shape, str(channels[0]), len(arrays) > 1), meta
+        loaded = self._loaded(data, meta.affine, meta.shape, str(channels[0]), len(arrays) > 1, self._resamples)
+        return channels[0], loaded, meta
 
     def _array_input(self, array: np.ndarray, affine: np.ndarray | None) -> tuple[dict[str, Any], io.ImageMeta]:
         """A loaded-image dict (what ``LoadImaged`` gives) and the geometry of an in-memory array."""
@@ -388,15 +390,18 @@ class Predictor:
             origin=tuple(float(o) for o in lps[:dims, dims]), direction=lps[:dims, :dims] / spacing, affine=ras,
             num_channels=data.shape[0] if data.ndim > dims else 1,
         )
-        return self._loaded(data, ras, shape, "<array>", data.ndim > dims), meta
+        return self._loaded(data, ras, shape, "<array>", data.ndim > dims, self._resamples), meta
 
     @staticmethod
-    def _loaded(data: np.ndarray, ras: np.ndarray, shape: tuple[int, ...], name: str, channels_first: bool) -> dict[str, Any]:
-        """``{"image": MetaTensor}`` as ``LoadImaged`` would give it, float32, with a 4×4 RAS affine."""
+    def _loaded(
+        data: np.ndarray, ras: np.ndarray, shape: tuple[int, ...], name: str, channels_first: bool, resamples: bool
+    ) -> dict[str, Any]:
+        """``{"image": MetaTensor}`` as ``LoadImaged`` would give it, with a 4×4 RAS affine: float32, or
+        as stored where the spacing step resamples (it casts plane by plane)."""
         dims = len(shape)
         full = np.eye(4)
         full[:dims, :dims], full[:dims, 3] = ras[:dims, :dims], ras[:dims, dims]
-        tensor = _float32(data)
+        tensor = _tensor(data, cast=not resamples)
         return {"image": MetaTensor(tensor, affine=torch.as_tensor(full), meta={
             "original_affine": full, "spatial_shape": np.asarray(shape), "space": "RAS",
             "original_channel_dim": 0 if channels_first else "no_channel", "filename_or_obj": name,
@@ -468,10 +473,10 @@ def _check_same_preprocessing(ckpts: Sequence[Checkpoint]) -> None:
                               "folds of one cross-validation (medseg train --folds K)")
 
 
-def _float32(data: np.ndarray) -> torch.Tensor:
-    """A float32 tensor of ``data`` in its own memory order (a NIfTI's x-fastest array stays so): cast by
-    torch on every core (0.11 s for a 512×512×300 CT on a 2-core Xeon, NumPy 0.5 s), by NumPy for
-    dtypes or byte orders torch lacks."""
+def _tensor(data: np.ndarray, cast: bool = True) -> torch.Tensor:
+    """A tensor of ``data`` in its own memory order (a NIfTI's x-fastest array stays so), float32 when
+    ``cast``: cast by torch on every core (0.11 s for a 512×512×300 CT on a 2-core Xeon, NumPy 0.5 s),
+    by NumPy for dtypes or byte orders torch lacks (then float32 even without ``cast``)."""
     array = data if data.flags.c_contiguous or data.flags.f_contiguous else np.ascontiguousarray(data)
     if not array.flags.writeable:
         array = array.copy(order="K")
@@ -479,4 +484,4 @@ def _float32(data: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
     except (TypeError, ValueError):
         return torch.from_numpy(array.astype(np.float32, order="K"))
-    return tensor if tensor.dtype == torch.float32 else tensor.float()
+    return tensor if tensor.dtype == torch.float32 or not cast else tensor.float()

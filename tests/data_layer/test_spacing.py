@@ -121,3 +121,22 @@ def test_resampling_reads_either_memory_order_alike() -> None:
             out[(slice(None), *index)] = slab
         results.append(out)
     torch.testing.assert_close(results[0], results[1])
+
+
+@pytest.mark.parametrize("order", ["F", "C"], ids=["x-fastest", "c-ordered"])
+@pytest.mark.parametrize("affine", [_lps((0.8, 0.8, 1.5)), _sagittal(), _oblique()], ids=["lps", "permuted", "oblique"])
+def test_an_int16_image_is_resampled_as_its_float32_copy(affine, order) -> None:
+    """No float copy first: an integer CT is cast as it is resampled, to the values of a float32 input."""
+    shape, pixdim = (23, 17, 9), [1.6, 1.6, 3.0]
+    hu = np.random.default_rng(2).integers(-1024, 3000, shape).astype(np.int16)
+    ours = Compose([Orientationd("image", axcodes="RAS", labels=None, lazy=True),
+                    SeparableSpacingd("image", pixdim=pixdim, dtype=np.float32)], lazy=None)  # fmt: skip
+
+    def case(array: np.ndarray) -> dict[str, MetaTensor]:
+        data = np.asfortranarray(array) if order == "F" else np.ascontiguousarray(array)
+        return {"image": MetaTensor(torch.from_numpy(data)[None], affine=torch.as_tensor(affine))}
+
+    got, expected = ours(case(hu))["image"], ours(case(hu.astype(np.float32)))["image"]
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-3)
+    np.testing.assert_allclose(got.affine.numpy(), expected.affine.numpy())
