@@ -283,7 +283,7 @@ def _run_epochs(run: _Run) -> int:
                 row.update(epoch_seconds=time.perf_counter() - t_epoch, wall_seconds=wall)
                 if run.main:
                     _save(run, epoch, row, improved, wall, writer)
-                progress.end_epoch(row, cfg.train.epochs)
+                progress.end_epoch(row, cfg.train.epochs, _budget_note(run))
                 if distributed.broadcast_flag(_should_stop(run, epoch, wall), run.dist_info, run.device):
                     break
     finally:
@@ -291,6 +291,12 @@ def _run_epochs(run: _Run) -> int:
         if writer is not None:
             writer.close()
     return epoch
+
+
+def _budget_note(run: _Run) -> str:
+    """How much of ``--max-minutes`` is used, for the epoch line ('' without a budget)."""
+    minutes = run.cfg.train.max_minutes
+    return f"{min(1.0, run.budget.fraction()):.0%} of the {minutes:g}-min budget" if minutes else ""
 
 
 def _batches(loader: DataLoader, sampler: DistributedSampler | None, epoch: int) -> Iterator[dict[str, Any]]:

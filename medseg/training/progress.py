@@ -51,10 +51,10 @@ class TrainProgress:
             dice = f" val dice {self.last_dice:.3f}" if self.last_dice is not None else ""
             self._progress.update(self._step_task, advance=1, info=f"loss {loss:.4f} lr {lr:.2e}{dice}")
 
-    def end_epoch(self, row: dict[str, Any], total_epochs: int) -> None:
+    def end_epoch(self, row: dict[str, Any], total_epochs: int, budget: str = "") -> None:
         if row.get("val_dice") not in (None, ""):
             self.last_dice = float(row["val_dice"])
-        line = format_row(row, total_epochs)
+        line = format_row(row, total_epochs, budget)
         if self._progress is not None:
             self._progress.update(self._epoch_task, advance=1, info=line.split("|", 1)[-1].strip())
             self._progress.console.log(line)
@@ -66,12 +66,15 @@ class TrainProgress:
             self._progress.stop()
 
 
-def format_row(row: dict[str, Any], total_epochs: int) -> str:
-    """One plain line for an epoch's metrics row."""
+def format_row(row: dict[str, Any], total_epochs: int, budget: str = "") -> str:
+    """One plain line for an epoch's metrics row; ``budget`` says how much of a time budget is used
+    (with ``--max-minutes`` the run stops on time, usually before ``total_epochs``)."""
     parts = [f"epoch {row['epoch']}/{total_epochs}", f"loss {row['train_loss']:.4f}"]
     if row.get("val_dice") not in (None, ""):
         parts.append(f"val loss {row['val_loss']:.4f}")
         parts.append(f"val dice {row['val_dice']:.4f}")
     parts.append(f"lr {row['lr']:.2e}")
     parts.append(f"{row['epoch_seconds']:.1f}s")
+    if budget:
+        parts.append(budget)
     return f"{parts[0]} | " + "  ".join(parts[1:])

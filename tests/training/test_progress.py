@@ -1,0 +1,16 @@
+"""The epoch line: metrics, and how much of a time budget is used (the run stops on time, not at N)."""
+
+from __future__ import annotations
+
+from medseg.training.progress import format_row
+
+ROW = {"epoch": 9, "train_loss": 0.41234, "val_loss": 0.5, "val_dice": 0.8765, "lr": 1e-3, "epoch_seconds": 12.34}
+
+
+def test_epoch_line_without_a_budget() -> None:
+    assert format_row(ROW, 27) == "epoch 9/27 | loss 0.4123  val loss 0.5000  val dice 0.8765  lr 1.00e-03  12.3s"
+
+
+def test_epoch_line_says_how_much_of_the_budget_is_used() -> None:
+    line = format_row({**ROW, "val_dice": ""}, 27, "96% of the 2-min budget")
+    assert line == "epoch 9/27 | loss 0.4123  lr 1.00e-03  12.3s  96% of the 2-min budget"
