@@ -23,6 +23,7 @@ from monai.transforms import Compose, LoadImaged
 from medseg import runtime, tuning
 from medseg.config import InferenceConfig, load_config
 from medseg.data import io
+from medseg.data.spacing import SeparableSpacingd
 from medseg.errors import MedsegError
 from medseg.inference.cost import cost_line
 from medseg.inference.dicom_seg import write_dicom_seg
@@ -152,7 +153,8 @@ class Predictor:
         # the run's deterministic steps after loading: inputs are read once, by io.read_image
         self.transform = Compose([t for t in self.preprocess.transforms("infer").transforms
                                   if not isinstance(t, LoadImaged)], lazy=None)
-        self._resamples = self.spatial_dims == 3 and self.preprocess.spacing is not None  # casts as it resamples
+        # the spacing step casts as it resamples, so the input is handed over as stored
+        self._resamples = any(isinstance(t, SeparableSpacingd) for t in self.transform.transforms)
 
     def _window(self, model: torch.nn.Module) -> SlidingWindow:
         """One member's network, folded and placed, in the shared sliding window settings."""
