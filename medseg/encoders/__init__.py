@@ -23,12 +23,7 @@ from medseg.encoders.highway import (
 )
 from medseg.encoders.registry import build_encoder, encoder_description, list_encoders, register_encoder
 from medseg.encoders.resnet import (
-    BasicBlock,
-    Bottleneck,
-    PreActBasicBlock,
-    PreActBottleneck,
     ResNetEncoder,
-    SqueezeExcite,
     plain_resnet18,
     plain_resnet20,
     plain_resnet32,
@@ -51,6 +46,13 @@ from medseg.encoders.resnet import (
     resnet101,
     resnet110,
     resnet152,
+)
+from medseg.encoders.resnet_blocks import (
+    BasicBlock,
+    Bottleneck,
+    PreActBasicBlock,
+    PreActBottleneck,
+    SqueezeExcite,
 )
 from medseg.encoders.resnet_variants import (
     resnet50d,

@@ -36,7 +36,7 @@ from torch import nn
 from medseg.encoders.base import EncoderBase
 from medseg.encoders.norms import NORMS, make_norm
 from medseg.encoders.registry import register_encoder
-from medseg.encoders.resnet import conv
+from medseg.encoders.resnet_blocks import conv
 from medseg.errors import MedsegError
 from medseg.registry import check_options, keyword_options
 

@@ -19,7 +19,7 @@ from medseg.encoders import (
     resnet20,
     resnet34,
 )
-from medseg.encoders.resnet import DropPath
+from medseg.encoders.resnet_blocks import DropPath
 from medseg.errors import MedsegError
 
 
@@ -293,5 +293,6 @@ def test_encoders_import_nothing_else_from_medseg() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
     assert loaded == {"medseg", "medseg.errors", "medseg.registry", "medseg.encoders", "medseg.encoders.base",
                       "medseg.encoders.norms", "medseg.encoders.registry", "medseg.encoders.resnet",
+                      "medseg.encoders.resnet_blocks",
                       "medseg.encoders.resnet_variants", "medseg.encoders.weights",
                       "medseg.encoders.highway", "medseg.encoders.fractal"}  # fmt: skip
