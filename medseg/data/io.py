@@ -15,31 +15,49 @@ PNG/JPEG files have no geometry: spacing 1, origin 0, identity direction.
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.data import ImageReader, PILReader
-from monai.transforms import LoadImaged
-from monai.utils import MetaKeys, SpaceKeys
+from monai.utils import MetaKeys
 
-from medseg.data.nifti import NiftiReader, save_nifti
+from medseg.data.formats import (
+    IMAGE_SUFFIXES,
+    LOSSY_SUFFIXES,
+    NIFTI_SUFFIXES,
+    NO_GEOMETRY_FORMATS,
+    PIL_SUFFIXES,
+    SITK_SUFFIXES,
+    dicom_files,
+    image_format,
+    is_dicom_series,
+    strip_suffix,
+)
+from medseg.data.nifti import save_nifti
+from medseg.data.readers import (
+    MedsegReader,
+    SimpleITKReader,
+    as_fortran_order,
+    geometry_from_affine,
+    load_transform,
+    lps_ras,
+    to_sitk_image,
+)
 from medseg.errors import MedsegError
 from medseg.utils import atomic_path
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-SITK_SUFFIXES = (".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".dcm")  # longest first
-IMAGE_SUFFIXES = NIFTI_SUFFIXES + PIL_SUFFIXES + SITK_SUFFIXES
-LOSSY_SUFFIXES = (".jpg", ".jpeg")
-NO_GEOMETRY_FORMATS = ("png", "jpeg", "bmp")
+#: The readers, the format table and ``load_transform`` live in :mod:`~medseg.data.readers` and
+#: :mod:`~medseg.data.formats`; they are re-exported here, where users have always imported them.
+__all__ = [
+    "IMAGE_SUFFIXES", "LOSSY_SUFFIXES", "NIFTI_SUFFIXES", "NO_GEOMETRY_FORMATS", "PIL_SUFFIXES", "SITK_SUFFIXES",
+    "ImageMeta", "MedsegReader", "SimpleITKReader", "as_label", "dicom_files", "image_format", "is_dicom_series",
+    "load_transform", "read_header", "read_image", "strip_suffix", "write_image", "write_like",
+]  # fmt: skip
 
 
 @dataclass
@@ -74,300 +92,6 @@ class ImageMeta:
         return self.format not in NO_GEOMETRY_FORMATS
 
 
-# -- format detection --------------------------------------------------------------------------------
-def image_format(path: str | os.PathLike[str]) -> str:
-    """The format name of ``path``: ``nifti``, ``png``, ``jpeg``, ``bmp``, ``nrrd``, ``mha``, ``tiff``, ``dicom``."""
-    path = Path(path)
-    if path.is_dir():
-        return "dicom"
-    name = path.name.lower()
-    for suffixes, fmt in _FORMATS:
-        if name.endswith(suffixes):
-            return fmt
-    raise MedsegError(
-        f"{path}: unsupported image format; use NIfTI (.nii/.nii.gz), NRRD, MetaImage (.mha/.mhd), "
-        "a DICOM series folder, PNG, JPEG or TIFF"
-    )
-
-
-_FORMATS: list[tuple[tuple[str, ...], str]] = [
-    (NIFTI_SUFFIXES, "nifti"),
-    ((".png",), "png"),
-    ((".jpg", ".jpeg"), "jpeg"),
-    ((".bmp",), "bmp"),
-    ((".nrrd", ".nhdr"), "nrrd"),
-    ((".mha", ".mhd"), "mha"),
-    ((".tif", ".tiff"), "tiff"),
-    ((".dcm",), "dicom"),
-]
-_READER_OF_FORMAT = {"nifti": "nibabel", "png": "pil", "jpeg": "pil", "bmp": "pil"}  # the rest: sitk
-
-
-def strip_suffix(name: str) -> str:
-    """``case_1.nii.gz`` -> ``case_1`` (known image suffixes only; otherwise the last suffix)."""
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def is_dicom_series(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a folder holding at least one DICOM series SimpleITK can read."""
-    path = Path(path)
-    if not path.is_dir() or not any(_looks_like_dicom(p) for p in path.iterdir()):
-        return False
-    return bool(_series_ids(path))
-
-
-def _looks_like_dicom(path: Path) -> bool:
-    """A ``.dcm`` file, or a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
-    if not path.is_file() or path.name.startswith("."):
-        return False
-    if path.name.lower().endswith(".dcm"):
-        return True
-    try:
-        with path.open("rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
-def _series_ids(folder: Path) -> tuple[str, ...]:
-    """GDCM's series ids in ``folder``, without ITK's console warning when there are none."""
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-
-
-def dicom_files(folder: Path) -> list[str]:
-    """The file names of the largest DICOM series in ``folder``, in slice order."""
-    ids = _series_ids(folder)
-    if not ids:
-        raise MedsegError(f"{folder}: no DICOM series found; give a folder of .dcm slices of one series")
-    series = [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in ids]
-    return list(max(series, key=len))
-
-
-# -- SimpleITK <-> medseg arrays -------------------------------------------------------------------
-def _sitk_read(path: Path) -> sitk.Image:
-    try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(dicom_files(path))
-            return reader.Execute()
-        return sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise MedsegError(f"{path}: SimpleITK cannot read it ({str(err).strip().splitlines()[-1]})") from None
-
-
-def _from_sitk_array(image: sitk.Image) -> np.ndarray:
-    """SimpleITK's ``(z, y, x[, c])`` array as medseg's ``(x, y, z[, c])``."""
-    array = sitk.GetArrayFromImage(image)
-    dims = image.GetDimension()
-    axes = (*reversed(range(dims)), *range(dims, array.ndim))
-    return np.ascontiguousarray(np.transpose(array, axes))
-
-
-def _to_sitk_image(array: np.ndarray, spatial_dims: int) -> sitk.Image:
-    """medseg's ``(x, y, z[, c])`` array as a SimpleITK image (geometry not set)."""
-    axes = (*reversed(range(spatial_dims)), *range(spatial_dims, array.ndim))
-    data = np.ascontiguousarray(np.transpose(array, axes))
-    return sitk.GetImageFromArray(data, isVector=array.ndim > spatial_dims)
-
-
-def _lps_ras(affine: np.ndarray) -> np.ndarray:
-    """Flip the first two spatial axes of an affine: LPS <-> RAS (MONAI's ``orientation_ras_lps``)."""
-    flip = np.ones(affine.shape[0])
-    flip[: min(2, affine.shape[0] - 1)] = -1
-    return np.diag(flip) @ affine
-
-
-def _sitk_affine(image: sitk.Image) -> np.ndarray:
-    """The RAS voxel-to-mm affine of a SimpleITK image."""
-    d = image.GetDimension()
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(d, d)
-    affine = np.eye(d + 1)
-    affine[:d, :d] = direction @ np.diag(image.GetSpacing())
-    affine[:d, d] = image.GetOrigin()
-    return _lps_ras(affine)
-
-
-def _geometry_from_affine(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
-    """(spacing, LPS origin, LPS direction) of a RAS affine."""
-    lps = _lps_ras(np.asarray(affine, dtype=np.float64))
-    d = lps.shape[0] - 1
-    spacing = np.linalg.norm(lps[:d, :d], axis=0)
-    direction = lps[:d, :d] / np.where(spacing > 0, spacing, 1.0)
-    return tuple(float(s) for s in spacing), tuple(float(o) for o in lps[:d, d]), direction
-
-
-def _stack(arrays: list[np.ndarray], meta: dict[str, Any]) -> np.ndarray:
-    """Several files of one case become channels at a new first axis (as MONAI's readers stack them)."""
-    if len(arrays) == 1:
-        return arrays[0]
-    meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
-    return np.stack(arrays, axis=0)
-
-
-# -- MONAI readers ---------------------------------------------------------------------------------
-class SimpleITKReader(ImageReader):
-    """MONAI ``ImageReader`` for NRRD, MetaImage, TIFF, single DICOM files and DICOM series folders.
-
-    Returns what MONAI's ``NibabelReader`` returns for NIfTI: the array in ``(x, y, z[, c])`` order
-    (channels last) and a RAS ``affine``, so ``Orientationd``, ``Spacingd`` and ``Invertd`` treat
-    every format alike. It needs only SimpleITK, not the heavy ``itk`` package ``ITKReader`` wants.
-    """
-
-    def verify_suffix(self, filename: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str) -> bool:
-        """True for NRRD/MHA/TIFF/DICOM files and for folders (DICOM series)."""
-        names = [filename] if isinstance(filename, str | os.PathLike) else list(filename)
-        return all(Path(n).is_dir() or str(n).lower().endswith(SITK_SUFFIXES) for n in names)
-
-    def read(self, data: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str, **kwargs: Any) -> Any:
-        """Read one image (or a list, one per channel) as SimpleITK images."""
-        names = [data] if isinstance(data, str | os.PathLike) else list(data)
-        images = [_sitk_read(Path(n)) for n in names]
-        return images if len(images) > 1 else images[0]
-
-    def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """The array in medseg/MONAI order and the metadata MONAI's transforms need."""
-        images = img if isinstance(img, list | tuple) else [img]
-        arrays: list[np.ndarray] = []
-        meta: dict[str, Any] = {}
-        for image in images:
-            array = _from_sitk_array(image)
-            arrays.append(array)
-            if not meta:
-                affine = _sitk_affine(image)
-                meta = {
-                    MetaKeys.AFFINE: affine,
-                    MetaKeys.ORIGINAL_AFFINE: affine.copy(),
-                    MetaKeys.SPATIAL_SHAPE: np.asarray(image.GetSize()),
-                    MetaKeys.SPACE: SpaceKeys.RAS,
-                    MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan") if array.ndim == image.GetDimension() else -1,
-                    "spacing": np.asarray(image.GetSpacing()),
-                    "lps_origin": np.asarray(image.GetOrigin()),
-                    "lps_direction": np.asarray(image.GetDirection()).reshape(image.GetDimension(), -1),
-                }
-        return _stack(arrays, meta), meta
-
-
-class _Tagged:
-    """An image object read by one of :class:`MedsegReader`'s readers, and that reader."""
-
-    def __init__(self, reader: ImageReader, img: Any) -> None:
-        self.reader, self.img = reader, img
-
-
-class MedsegReader(ImageReader):
-    """One MONAI reader for every format medseg reads, chosen by suffix (not by trial and error).
-
-    NIfTI goes to MONAI's ``NibabelReader``, PNG/JPEG/BMP to ``PILReader`` and everything else
-    (NRRD, MetaImage, TIFF, DICOM) to :class:`SimpleITKReader`. Readers are made per call, so
-    threads of a ``CacheDataset`` never share reader state.
-    """
-
-    _factories: dict[str, type[ImageReader]] = {
-        "nibabel": NiftiReader,
-        "pil": PILReader,
-        "sitk": SimpleITKReader,
-    }
-
-    def verify_suffix(self, filename: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str) -> bool:
-        """True when every file has a suffix medseg reads (or is a DICOM folder)."""
-        names = [filename] if isinstance(filename, str | os.PathLike) else list(filename)
-        try:
-            for n in names:
-                image_format(n)
-        except MedsegError:
-            return False
-        return True
-
-    def read(self, data: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str, **kwargs: Any) -> _Tagged:
-        """Read ``data`` (one path or one per channel) with the reader its suffix calls for."""
-        names = [data] if isinstance(data, str | os.PathLike) else list(data)
-        kinds = {_READER_OF_FORMAT.get(image_format(n), "sitk") for n in names}
-        if len(kinds) > 1:
-            raise MedsegError(f"{names[0]}: the channels of one case mix file formats; convert them to one format")
-        for n in names:
-            if not Path(n).exists():
-                raise MedsegError(f"{n}: file not found")
-        reader = self._factories[kinds.pop()]()
-        try:
-            img = reader.read([str(n) for n in names] if len(names) > 1 else str(names[0]), **kwargs)
-        except MedsegError:
-            raise
-        except Exception as err:  # nibabel / PIL errors on corrupt files
-            raise MedsegError(f"{names[0]}: cannot read it ({type(err).__name__}: {err})") from None
-        return _Tagged(reader, img)
-
-    def get_data(self, img: Any, c_order: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-        """Delegate to the reader that read ``img``; the array comes back C-ordered (see :func:`_c_order`)
-        unless ``c_order=False``."""
-        array, meta = img.reader.get_data(img.img)
-        return (_c_order(array) if c_order else array), meta
-
-
-def _c_order(array: np.ndarray) -> np.ndarray:
-    """A C-ordered copy of a Fortran-ordered array (NIfTI stores x fastest), made in the file's dtype.
-
-    MONAI makes one anyway, after casting to float32, with NumPy on one core: 1.9 s for a 512×512×300
-    CT. Copying the int16 data first with torch, one plane across the middle axis at a time (a 2D
-    transpose that fits in cache), took 0.10 s on a 2-core Xeon; planes of the last axis 0.31 s, one
-    ``contiguous()`` call 0.5 s.
-    """
-    if array.flags.c_contiguous or array.ndim < 2:
-        return array
-    if not array.flags.writeable:  # torch warns on read-only arrays (PIL's); those are small 2D images
-        return np.ascontiguousarray(array)
-    try:
-        source = torch.from_numpy(array)
-    except (TypeError, ValueError):  # a dtype or byte order torch lacks
-        return np.ascontiguousarray(array)
-    out = torch.empty(source.shape, dtype=source.dtype)
-    if source.dim() == 2:
-        out.copy_(source)
-    else:
-        for j in range(source.shape[1]):
-            out[:, j] = source[:, j]
-    return out.numpy()
-
-
-def _fortran_order(array: np.ndarray) -> np.ndarray:
-    """A Fortran-ordered copy of a C-ordered array, so that nibabel writes it without a strided copy
-    per slice (0.50 s for a 512×512×300 uint8 mask on a 2-core Xeon; this copy 0.07 s and the write 0.11 s)."""
-    if array.flags.f_contiguous or array.ndim < 3:
-        return array
-    try:
-        source = torch.from_numpy(np.ascontiguousarray(array))
-    except (TypeError, ValueError):  # a dtype or byte order torch lacks
-        return np.asfortranarray(array)
-    reverse = tuple(range(array.ndim - 1, -1, -1))
-    out = torch.empty(source.shape[::-1], dtype=source.dtype)
-    for i in range(0, source.shape[0], 32):  # blocks of the first axis: the last one of ``out``
-        out[..., i : i + 32] = source[i : i + 32].permute(*reverse)
-    return out.permute(*reverse).numpy()
-
-
-# MONAI's LoadImage builds every reader it knows; with pydicom installed (medseg[dicom]) its GPU DICOM
-# reader logs and warns at each construction that nvImageCodec is missing. medseg reads DICOM through
-# SimpleITK, so that is noise on every command.
-logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
-
-
-def load_transform(keys: str | Sequence[str], **kwargs: Any) -> LoadImaged:
-    """The ``LoadImaged`` medseg uses everywhere: :class:`MedsegReader`, float32 images.
-
-    Missing keys (e.g. no ``label`` at inference) are allowed.
-    """
-    kwargs.setdefault("allow_missing_keys", True)
-    return LoadImaged(keys=keys, reader=MedsegReader(), **kwargs)
-
 
 # -- reading -----------------------------------------------------------------------------------------
 def read_image(path: str | os.PathLike[str], c_order: bool = True) -> tuple[np.ndarray, ImageMeta]:
@@ -375,7 +99,7 @@ def read_image(path: str | os.PathLike[str], c_order: bool = True) -> tuple[np.n
 
     Only the dtype differs: ``read_image`` keeps the file's own dtype (``LoadImaged`` casts to float32).
     ``c_order=False`` keeps the memory order the file stores (x fastest for NIfTI), without the copy
-    :func:`_c_order` makes; the prediction's resampling reads it in that order.
+    :func:`~medseg.data.readers.as_c_order` makes; the prediction's resampling reads it in that order.
     """
     path = Path(path)
     if not path.exists():
@@ -395,7 +119,7 @@ def read_image(path: str | os.PathLike[str], c_order: bool = True) -> tuple[np.n
         affine = np.eye(dims + 1)
         affine[:dims, :dims] = full[:dims, :dims]
         affine[:dims, dims] = full[:dims, -1]
-    spacing, origin, direction = _geometry_from_affine(affine)
+    spacing, origin, direction = geometry_from_affine(affine)
     if "lps_origin" in meta:  # SimpleITK formats: its exact doubles, not a round trip through the affine
         spacing = tuple(float(s) for s in meta["spacing"])
         origin = tuple(float(o) for o in meta["lps_origin"])
@@ -424,7 +148,7 @@ def read_header(path: str | os.PathLike[str]) -> ImageMeta:
         affine = np.asarray(img.affine, dtype=np.float64)
         if dims == 2:
             affine = np.delete(np.delete(affine, 2, 0), 2, 1)
-        spacing, origin, direction = _geometry_from_affine(affine)
+        spacing, origin, direction = geometry_from_affine(affine)
         return ImageMeta(path, fmt, shape[:dims], spacing, origin, direction, affine,
                          int(np.prod(shape[dims:])) if len(shape) > dims else 1, str(img.get_data_dtype()))
     if fmt in ("dicom", "png", "jpeg", "bmp"):
@@ -441,7 +165,7 @@ def read_header(path: str | os.PathLike[str]) -> ImageMeta:
     affine[:d, :d] = direction @ np.diag(reader.GetSpacing())
     affine[:d, d] = reader.GetOrigin()
     return ImageMeta(path, fmt, tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-                     direction, _lps_ras(affine), reader.GetNumberOfComponents(),
+                     direction, lps_ras(affine), reader.GetNumberOfComponents(),
                      sitk.GetPixelIDValueAsString(reader.GetPixelID()))
 
 
@@ -483,7 +207,7 @@ _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "bmp": "BMP"}
 def _write_sitk(array: np.ndarray, out: Path, meta: ImageMeta, fields: Mapping[str, str] | None = None) -> None:
     """Write through SimpleITK with ``meta``'s LPS origin, spacing and direction (exact doubles) and
     ``fields`` as header entries (NRRD writes them as ``key:=value``)."""
-    image = _to_sitk_image(array, meta.spatial_dims)
+    image = to_sitk_image(array, meta.spatial_dims)
     for key, value in (fields or {}).items():
         image.SetMetaData(key, value)
     image.SetSpacing([float(s) for s in meta.spacing])
@@ -506,7 +230,7 @@ def _write_nifti_like(array: np.ndarray, reference: Path, out: Path) -> None:
     ref = nib.load(str(reference))
     header = ref.header.copy()
     header.set_data_dtype(array.dtype)
-    img = nib.Nifti1Image(_fortran_order(array), None, header=header)
+    img = nib.Nifti1Image(as_fortran_order(array), None, header=header)
     img.header.set_slope_inter(np.nan, np.nan)  # values are stored as they are
     for key in _NIFTI_GEOMETRY_FIELDS:  # byte-exact: no re-encoding of the quaternion
         img.header[key] = ref.header[key]
@@ -592,7 +316,7 @@ def write_image(
         with atomic_path(out) as tmp:
             save_nifti(img, tmp)
         return out
-    spacing, origin, direction = _geometry_from_affine(affine)
+    spacing, origin, direction = geometry_from_affine(affine)
     _write_sitk(array, out, ImageMeta(out, fmt, tuple(array.shape[:dims]), spacing, origin, direction, affine))
     return out
 

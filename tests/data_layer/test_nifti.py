@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from monai.data import NibabelReader
 
-from medseg.data import io, nifti
+from medseg.data import io, nifti, readers
 
 
 def _write(path, klass, slope: float = 1.0) -> None:
@@ -48,7 +48,7 @@ def test_c_order_copy_equals_numpy_for_every_rank() -> None:
     rng = np.random.default_rng(1)
     for shape in [(5, 4), (5, 4, 3), (5, 4, 3, 2)]:
         array = np.asfortranarray(rng.integers(0, 100, shape).astype(np.int16))
-        out = io._c_order(array)
+        out = readers.as_c_order(array)
         assert out.flags.c_contiguous
         np.testing.assert_array_equal(out, array)
 
@@ -57,7 +57,7 @@ def test_fortran_order_copy_equals_numpy_for_every_rank() -> None:
     rng = np.random.default_rng(2)
     for shape in [(5, 4, 3), (70, 4, 3), (33, 4, 3, 2)]:  # more than one block of 32 along the first axis
         array = rng.integers(0, 100, shape).astype(np.uint8)
-        out = io._fortran_order(array)
+        out = readers.as_fortran_order(array)
         assert out.flags.f_contiguous
         np.testing.assert_array_equal(out, array)
 
