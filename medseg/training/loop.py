@@ -44,7 +44,7 @@ from medseg.run import (
 )
 from medseg.training import checkpoint, distributed
 from medseg.training.losses import SegmentationLoss
-from medseg.training.progress import TrainProgress, format_row
+from medseg.training.progress import TrainProgress, budget_fit, format_row
 from medseg.training.runlog import RunLog, tensorboard_writer
 from medseg.training.schedule import Budget, build_scheduler
 from medseg.training.setup import (
@@ -284,6 +284,8 @@ def _run_epochs(run: _Run) -> int:
                 if run.main:
                     _save(run, epoch, row, improved, wall, writer)
                 progress.end_epoch(row, cfg.train.epochs, _budget_note(run))
+                if epoch == run.start_epoch:
+                    _say_budget_fit(run, epoch, row["epoch_seconds"])
                 if distributed.broadcast_flag(_should_stop(run, epoch, wall), run.dist_info, run.device):
                     break
     finally:
@@ -291,6 +293,19 @@ def _run_epochs(run: _Run) -> int:
         if writer is not None:
             writer.close()
     return epoch
+
+
+def _say_budget_fit(run: _Run, epoch: int, epoch_seconds: float) -> None:
+    """After the first epoch: whether ``--max-minutes`` ends the run before its last epoch."""
+    budget, minutes = run.budget, run.cfg.train.max_minutes
+    if not minutes or budget.seconds is None:
+        return
+    left = budget.seconds - budget.reserve - budget.elapsed()
+    line = budget_fit(epoch, run.cfg.train.epochs, left, epoch_seconds, minutes)
+    if line:
+        run.say(line, highlight=False, soft_wrap=True)
+        if run.main:
+            run.files.log(line)
 
 
 def _budget_note(run: _Run) -> str:

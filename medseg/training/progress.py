@@ -78,3 +78,15 @@ def format_row(row: dict[str, Any], total_epochs: int, budget: str = "") -> str:
     if budget:
         parts.append(budget)
     return f"{parts[0]} | " + "  ".join(parts[1:])
+
+
+def budget_fit(epoch: int, total_epochs: int, seconds_left: float, epoch_seconds: float, minutes: float) -> str:
+    """One line when a time budget will end the run before ``total_epochs`` (else ''): about how many
+    epochs fit at the speed ``epoch`` ran at, so 'epoch 9/12' at the end is expected, not a failure."""
+    if epoch >= total_epochs or epoch_seconds <= 0:
+        return ""
+    fit = epoch + max(0, round(seconds_left / epoch_seconds))
+    if fit >= total_epochs:
+        return ""
+    return (f"at {epoch_seconds:.0f} s an epoch the {minutes:g}-min budget fits about {fit} of the "
+            f"{total_epochs} epochs; the learning-rate schedule ends with the budget")
