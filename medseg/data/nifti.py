@@ -6,6 +6,11 @@ zlib level 1 and 30 ms with ISA-L level 1, into a smaller file (1.26 against 1.4
 own parsing and header writing (scaling, qform/sform) are kept, only the byte stream under them
 changes. Without ``isal`` (a dependency with wheels for the common platforms) reading is MONAI's
 ``NibabelReader`` and writing nibabel's, unchanged.
+
+The voxels of an unscaled ``.nii.gz`` (slope 1, intercept 0: a scanner's int16 CT) are read into an
+uninitialised array from an ISA-L stream that decompresses in a background thread while this one
+copies: on a 2-core AMD EPYC (AVX2) 0.34 s for that CT against nibabel's 0.59 s (a zero-filled
+``bytearray``, 0.10 s, then decompression and copy in one thread). Scaled files keep nibabel's path.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 from monai.data import NibabelReader
 from monai.data.utils import correct_nifti_header_if_necessary
 
+from medseg.errors import MedsegError
+
 try:
-    from isal import igzip
+    from isal import igzip, igzip_threaded
 except ImportError:  # pragma: no cover - isal is a dependency; a source build may lack it
-    igzip = None
+    igzip = igzip_threaded = None
 
 
 class NiftiReader(NibabelReader):
@@ -35,6 +43,35 @@ class NiftiReader(NibabelReader):
         self.filenames = names
         images = [correct_nifti_header_if_necessary(_load_gz(str(n))) for n in names]
         return images if len(images) > 1 else images[0]
+
+    def _get_array_data(self, img: Any, filename: Any) -> Any:
+        """The voxels as nibabel gives them; unscaled ``.nii.gz`` data read by :func:`read_gz_voxels`."""
+        proxy = img.dataobj
+        if igzip_threaded is None or not str(filename).lower().endswith(".gz") or not nib.is_proxy(proxy) \
+                or (float(proxy.slope), float(proxy.inter)) != (1.0, 0.0):
+            return super()._get_array_data(img, filename)
+        return read_gz_voxels(str(filename), proxy.offset, proxy.shape, proxy.dtype, proxy.order)
+
+
+def read_gz_voxels(path: str, offset: int, shape: tuple[int, ...], dtype: Any, order: str = "F") -> np.ndarray:
+    """The raw voxels of a gzipped image: ``offset`` bytes skipped, then ``shape`` of ``dtype`` in
+    ``order``, decompressed by ISA-L in a background thread straight into an uninitialised array."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    out = np.empty(count, np.uint8)
+    view, got = memoryview(out), 0
+    try:
+        with igzip_threaded.open(path, "rb", threads=1) as stream:
+            stream.read(offset)  # the header and extensions: the threaded stream cannot seek
+            while got < count and (n := stream.readinto(view[got:])):
+                got += n
+    except Exception as err:  # isal's and the OS's errors on damaged files
+        raise MedsegError(f"{path}: cannot decompress its voxels ({type(err).__name__}: {err}); "
+                          "the file is damaged, export it again") from None
+    if got < count:
+        raise MedsegError(f"{path}: the file ends after {got} of its {count} bytes of voxels (truncated); "
+                          "export it again")
+    return out.view(dtype).reshape(shape, order=order)
 
 
 def _load_gz(path: str) -> nib.Nifti1Image:

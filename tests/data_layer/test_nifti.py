@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -30,6 +32,45 @@ def test_gz_reads_as_nibabel_does(tmp_path, klass, slope) -> None:
     np.testing.assert_array_equal(ours, theirs)
     assert ours.dtype == theirs.dtype
     np.testing.assert_allclose(our_meta["affine"], their_meta["affine"])
+
+
+@pytest.mark.parametrize("case", ["int16", "big_endian_float", "4d_uint8", "extension", "nifti2"])
+def test_unscaled_gz_voxels_are_read_as_nibabel_reads_them(tmp_path, monkeypatch, case) -> None:
+    """The threaded ISA-L read of the voxels (offset, dtype, byte order, rank, extensions) is nibabel's."""
+    pytest.importorskip("isal")
+    rng = np.random.default_rng(2)
+    shape, dtype = {"4d_uint8": ((6, 5, 4, 3), np.uint8), "big_endian_float": ((7, 6, 5), np.dtype(">f4"))}.get(
+        case, ((9, 8, 7), np.int16))
+    data = (rng.standard_normal(shape) * 300).astype(dtype)
+    img = (nib.Nifti2Image if case == "nifti2" else nib.Nifti1Image)(data, np.diag([0.7, 0.8, 2.0, 1.0]))
+    if case == "extension":  # the voxels start after the extension, not at byte 352
+        img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 1000))
+    path = tmp_path / f"{case}.nii.gz"
+    nib.save(img, str(path))
+    original, calls = nifti.read_gz_voxels, []
+
+    def spy(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(nifti, "read_gz_voxels", spy)
+    reader = nifti.NiftiReader()
+    ours, _ = reader.get_data(reader.read(path))
+    theirs = np.asanyarray(nib.load(str(path)).dataobj)
+    assert len(calls) == 1  # the fast path, not nibabel's
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_truncated_gz_voxels_are_one_line_naming_the_file(tmp_path) -> None:
+    pytest.importorskip("isal")
+    path = tmp_path / "cut.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.int16), np.eye(4)), str(path))
+
+    payload = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(payload[: len(payload) // 2]))  # a complete gzip stream, half the voxels
+    with pytest.raises(io.MedsegError, match=r"cut\.nii\.gz: the file ends after .* \(truncated\)"):
+        io.read_image(path)
 
 
 def test_isal_is_used_when_installed() -> None:
