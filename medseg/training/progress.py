@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
@@ -85,8 +86,8 @@ def budget_fit(epoch: int, total_epochs: int, seconds_left: float, epoch_seconds
     epochs fit at the speed ``epoch`` ran at, so 'epoch 9/12' at the end is expected, not a failure."""
     if epoch >= total_epochs or epoch_seconds <= 0:
         return ""
-    fit = epoch + max(0, round(seconds_left / epoch_seconds))
-    if fit >= total_epochs:
+    last = epoch + max(0, math.ceil(seconds_left / epoch_seconds))  # the last one usually cut short
+    if last >= total_epochs:
         return ""
-    return (f"at {epoch_seconds:.0f} s an epoch the {minutes:g}-min budget fits about {fit} of the "
-            f"{total_epochs} epochs; the learning-rate schedule ends with the budget")
+    return (f"at {epoch_seconds:.0f} s an epoch the {minutes:g}-min budget ends the run in about epoch {last} "
+            f"of {total_epochs}; the learning-rate schedule ends with the budget")

@@ -17,8 +17,10 @@ def test_epoch_line_says_how_much_of_the_budget_is_used() -> None:
 
 
 def test_budget_fit_says_when_the_budget_ends_the_run_first() -> None:
-    line = budget_fit(1, 12, seconds_left=140.0, epoch_seconds=18.0, minutes=3)
-    assert line.startswith("at 18 s an epoch the 3-min budget fits about 9 of the 12 epochs")
+    line = budget_fit(1, 12, seconds_left=130.0, epoch_seconds=17.0, minutes=3)  # 7.6 epochs left
+    assert line.startswith("at 17 s an epoch the 3-min budget ends the run in about epoch 9 of 12")
+    assert budget_fit(1, 6, seconds_left=-5.0, epoch_seconds=111.0, minutes=3).startswith(
+        "at 111 s an epoch the 3-min budget ends the run in about epoch 1 of 6")
 
 
 def test_budget_fit_is_silent_when_every_epoch_fits() -> None:
