@@ -10,6 +10,7 @@ This package imports only torch, MONAI's layer factories and the leaf modules ``
     encoder.out_channels, encoder.reductions   # (64, 64, 128, 256, 512), (2, 4, 8, 16, 32)
 """
 
+from medseg.encoders import resnet, resnet_variants  # noqa: F401  (registers the ResNets first: the listing order)
 from medseg.encoders.base import Encoder, EncoderBase
 from medseg.encoders.fractal import FractalBlock, FractalEncoder, fractal20, fractal40
 from medseg.encoders.highway import (
