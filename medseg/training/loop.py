@@ -298,10 +298,9 @@ def _run_epochs(run: _Run) -> int:
 def _say_budget_fit(run: _Run, epoch: int, epoch_seconds: float) -> None:
     """After the first epoch: whether ``--max-minutes`` ends the run before its last epoch."""
     budget, minutes = run.budget, run.cfg.train.max_minutes
-    if not minutes or budget.seconds is None:
+    if not minutes or not budget.seconds:
         return
-    left = budget.seconds - budget.reserve - budget.elapsed()
-    line = budget_fit(epoch, run.cfg.train.epochs, left, epoch_seconds, minutes)
+    line = budget_fit(epoch, run.cfg.train.epochs, budget.step_seconds() - budget.elapsed(), epoch_seconds, minutes)
     if line:
         run.say(line, highlight=False, soft_wrap=True)
         if run.main:

@@ -82,8 +82,8 @@ def format_row(row: dict[str, Any], total_epochs: int, budget: str = "") -> str:
 
 
 def budget_fit(epoch: int, total_epochs: int, seconds_left: float, epoch_seconds: float, minutes: float) -> str:
-    """One line when a time budget will end the run before ``total_epochs`` (else ''): about how many
-    epochs fit at the speed ``epoch`` ran at, so 'epoch 9/12' at the end is expected, not a failure."""
+    """One line when a time budget will end the run before ``total_epochs`` (else ''): the epoch it ends
+    in at the speed ``epoch`` ran at, so 'epoch 9/12' at the end is expected, not a failure."""
     if epoch >= total_epochs or epoch_seconds <= 0:
         return ""
     last = epoch + max(0, math.ceil(seconds_left / epoch_seconds))  # the last one usually cut short

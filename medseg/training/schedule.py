@@ -32,11 +32,15 @@ class Budget:
         """Seconds used so far, ``spent`` included."""
         return self.spent + time.perf_counter() - self._start
 
+    def step_seconds(self) -> float:
+        """Seconds the optimiser steps may use in all: the budget less the reserve (0 without a budget)."""
+        return max(1e-6, self.seconds - self.reserve) if self.seconds else 0.0
+
     def fraction(self) -> float:
         """Share of the step budget used (0 without a budget); the steps end at 1."""
         if not self.seconds:
             return 0.0
-        return self.elapsed() / max(1e-6, self.seconds - self.reserve)
+        return self.elapsed() / self.step_seconds()
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str, time_fraction: float = 0.0) -> float:
