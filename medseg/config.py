@@ -87,7 +87,7 @@ class TrainConfig(_Section):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.99, ge=0, lt=1)
     schedule: Literal["cosine", "poly", "constant"] = "cosine"
-    warmup_epochs: float = Field(1.0, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)  # with max_minutes, at most 5 % of the steps' time (schedule.py)
     grad_clip: float | None = Field(12.0, gt=0)
     loss: Literal["dice_ce", "dice_focal"] = "dice_ce"
     deep_supervision_weights: list[float] = Field(default_factory=lambda: [1.0, 0.5])

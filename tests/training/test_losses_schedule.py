@@ -9,7 +9,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from medseg.training.losses import SegmentationLoss
-from medseg.training.schedule import build_scheduler, lr_factor
+from medseg.training.schedule import WARMUP_TIME_SHARE, Budget, build_scheduler, lr_factor
 
 
 def _case(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,3 +86,25 @@ def test_scheduler_steps_once_per_optimizer_step_and_resumes_exactly() -> None:
     opt2.step()
     resumed.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.2 * lr_factor(8, 20, 4, "cosine"))
+
+
+def test_warmup_ends_at_its_steps_or_its_share_of_the_time_whichever_comes_first() -> None:
+    assert lr_factor(2, 1000, 100, "cosine", 0.3, warmup_time=0.5) == pytest.approx(0.5)
+    assert lr_factor(2, 1000, 100, "cosine", 0.3, warmup_time=1.0) == pytest.approx(0.5 * (1 + math.cos(0.3 * math.pi)))
+    assert lr_factor(50, 1000, 100, "cosine", 0.3, warmup_time=0.2) == pytest.approx(0.51)  # the steps lead
+
+
+def test_a_budget_scheduler_warms_up_over_its_time_share_from_when_it_is_built() -> None:
+    budget = Budget(100.0, spent=10.0)  # planning and caching took 10 % of the budget before the steps
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, "cosine", total_steps=100_000, warmup_steps=10_000, budget=budget)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4, abs=1e-3)  # step 0: warm-up starts at the bottom
+    budget.spent = 10.0 + 0.5 * WARMUP_TIME_SHARE * 90.0  # half the warm-up's share of the steps' time
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5, abs=1e-3)
+    budget.spent = 10.0 + WARMUP_TIME_SHARE * 90.0 + 1.0  # past it: the cosine, on the time, after step 2 of 10,000
+    opt.step()
+    sched.step()
+    fraction = budget.fraction()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi * fraction)), abs=1e-3)
