@@ -49,6 +49,8 @@ def plan(
     result = plan_experiment(cfg, fp, device=resolve_device(cfg.train.device), measure=measure)
     console.print(plan_table(result))
     console.print(plan_summary(result), highlight=False)
+    for line in result.advice:
+        console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
     if output is not None:
         atomic_write_text(output, result.to_yaml(cfg))
         console.print(f"wrote {output}", highlight=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +41,13 @@ PATCH_MULTIPLE = {2: 32, 3: 8}
 #: stay at half the defaults (16 channels at full resolution) while the patch shrinks: thinner networks
 #: learn less per step and run CPU convolution kernels far below their peak.
 LADDER = [(1.0, 1.0), (0.5, 1.0), (0.5, 0.8), (0.5, 0.64), (0.5, 0.5), (0.375, 0.5), (0.25, 0.5), (0.25, 0.4)]
+#: The ladder keeps half widths while the patch shrinks; below them the lesions of ct3d_lesion were
+#: missed (Dice 0.18 and 0.10 at 0.25× widths in 3 min on a 2-core AVX2 EPYC; 0.77-0.87 at 0.5×;
+#: docs/planning.md).
+HALF_WIDTH = 0.5
+#: Half widths are kept while they fit this share of :data:`MIN_STEPS`: at 3 min on that CPU, 235 steps
+#: at 0.5× widths gave lesion Dice 0.77 where 452 steps at 0.25× gave 0.10.
+THIN_STEPS_SHARE = 0.5
 #: Seconds of network time per median case up to which prediction averages the mirrored passes.
 MAX_TTA_SECONDS = 60.0
 #: Validations per run at most, and the share of the budget they may take.
@@ -78,6 +86,8 @@ class Plan:
     choices: list[Choice]
     estimate: Estimate
     fingerprint: Fingerprint = field(repr=False)
+    #: what the user should know before training on this plan (e.g. a budget too short for the data)
+    advice: list[str] = field(default_factory=list)
 
     def planned(self) -> list[Choice]:
         """The values the planner chose (not the user's)."""
@@ -102,13 +112,15 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every choice with its reason, and the estimate (stored in the run)."""
         return {"choices": [{"key": c.key, "value": c.value, "reason": c.reason, "planned": c.planned}
-                            for c in self.choices], "estimate": dict(self.estimate.__dict__)}
+                            for c in self.choices], "estimate": dict(self.estimate.__dict__),
+                "advice": list(self.advice)}
 
     def to_yaml(self, cfg: ExperimentConfig) -> str:
         """A config ``medseg train --config`` accepts: the planned config, each choice's reason as a comment."""
         lines = ["# medseg plan: every value below was planned for this dataset and machine, or set by you.",
                  f"# Estimate: {self.estimate.steps} steps of {self.estimate.step_seconds:.2f} s "
                  f"({self.estimate.measured}), {self.estimate.validations} validations.",
+                 *[f"# note: {line}" for line in self.advice],
                  *[f"# {c.key}: {c.reason}{'' if c.planned else ' (yours)'}" for c in self.choices], ""]
         return "\n".join(lines) + yaml.safe_dump(self.apply(cfg).model_dump(mode="json"), sort_keys=False)
 
@@ -146,11 +158,13 @@ def plan_experiment(
     name = choose("model.name", cfg.model.name, network.DEFAULT_MODELS[dims],
                   f"medseg's default {dims}D model on this budget")
     shape = rules.resampled_shape(fp, spacing)
-    size = _plan_size(cfg, fp, name, shape, spacing, device, minutes * 60.0 - spent_seconds, measure)
+    size = _plan_size(cfg, fp, name, shape, spacing, device, minutes * 60.0 - spent_seconds, measure, minutes)
+    if size.advice and cfg.train.epochs is not None and cfg.train.max_minutes is None:
+        size.advice = None  # fixed epochs: no time limit to raise
     for key, current, value, reason in size.choices(cfg):
         choose(key, current, value, reason)
     choose("inference.tta", cfg.inference.tta, *_plan_mirroring(fp, shape, size))
-    return Plan(choices, size.estimate, fp)
+    return Plan(choices, size.estimate, fp, [size.advice] if size.advice else [])
 
 
 def _plan_mirroring(fp: Fingerprint, shape: tuple[float, ...], size: _Size) -> tuple[bool, str]:
@@ -201,6 +215,7 @@ class _Size:
     epochs: int
     steps_per_epoch: int
     why: str
+    advice: str | None = None
 
     def choices(self, cfg: ExperimentConfig) -> list[tuple[str, Any, Any, str]]:
         rows = [
@@ -225,10 +240,11 @@ class _Size:
 
 def _plan_size(
     cfg: ExperimentConfig, fp: Fingerprint, name: str, shape: tuple[float, ...], spacing: tuple[float, ...] | None,
-    device: torch.device, seconds: float, measure: bool,
+    device: torch.device, seconds: float, measure: bool, minutes: float,
 ) -> _Size:
-    """The first rung of :data:`LADDER` whose steps fit :data:`MIN_STEPS` into the budget (binary search:
-    step time only falls along the ladder)."""
+    """The first rung of :data:`LADDER` whose steps fit :data:`MIN_STEPS` into the budget, but not below half
+    widths while those fit :data:`THIN_STEPS_SHARE` of the steps; a short budget's advice names the one
+    that fits them all."""
     dims = fp.spatial_dims
     sizable = not (set(cfg.model.options) & network.SIZE_OPTIONS) and name in network.SIZERS
     fixed_patch = tuple(cfg.data.patch_size) if cfg.data.patch_size is not None else None
@@ -244,17 +260,51 @@ def _plan_size(
                    else dict(cfg.model.options))
         return options, patch
 
-    lo, hi = 0, len(ladder) - 1
-    while lo < hi:  # the first rung that fits; the last one when none does
+    def fits(k: int, share: float = 1.0) -> bool:  # 10 % room for validation and data
+        return seconds / cost.seconds(*rung(k), patches) >= MIN_STEPS[dims] * 1.1 * share
+
+    lo = _first(len(ladder), fits)
+    floor = max((k for k, (scale, _) in enumerate(ladder) if scale >= HALF_WIDTH), default=None) if sizable else None
+    if floor is not None and lo > floor and fits(floor, THIN_STEPS_SHARE):
+        lo = floor  # half widths with fewer steps learned small structures that thinner networks missed
+    options, patch = rung(lo)
+    step = cost.seconds(options, patch, patches)
+    window = cost.window_seconds(options, patch, step, patches)
+    size = _budget(cfg, fp, shape, patch, patches, options if sizable else None, ladder[lo][0], step, window,
+                   seconds, cost.how)
+    if floor is not None and lo >= floor and not fits(floor):
+        needed = minutes * 60.0 - seconds + cost.spent + MIN_STEPS[dims] * 1.1 * cost.seconds(*rung(floor), patches)
+        size.advice = _short_budget_advice(fp, size, minutes, rung(floor)[1], math.ceil(needed / 60.0))
+    return size
+
+
+def _first(n: int, fits: Any) -> int:
+    """The first of ``n`` rungs that ``fits`` (binary search: step time only falls along the ladder);
+    the last one when none does."""
+    lo, hi = 0, n - 1
+    while lo < hi:
         mid = (lo + hi) // 2
-        if seconds / cost.seconds(*rung(mid), patches) >= MIN_STEPS[dims] * 1.1:  # room for validation and data
+        if fits(mid):
             hi = mid
         else:
             lo = mid + 1
-    options, patch = rung(lo)
-    step = cost.seconds(options, patch, patches)
-    return _budget(cfg, fp, shape, patch, patches, options if sizable else None, ladder[lo][0], step, seconds,
-                   cost.how)
+    return lo
+
+
+def _short_budget_advice(
+    fp: Fingerprint, size: _Size, minutes: float, floor_patch: tuple[int, ...], floor_minutes: int,
+) -> str:
+    """One line: how few steps the budget fits here, and the budget that fits them at half widths."""
+    wanted, crops = MIN_STEPS[fp.spatial_dims], "×".join(map(str, size.patch))
+    head = f"short budget: {minutes:g} min on this machine fit ≈{size.estimate.steps} steps"
+    if size.scale >= HALF_WIDTH:
+        return (f"{head} of {size.scale:g}× widths at {crops} crops ({wanted} wanted); "
+                f"--max-minutes {floor_minutes} fits {wanted}")
+    rarest = min(fp.classes, key=lambda c: c.fraction, default=None)
+    small = f" such as '{rarest.name}' ({rarest.fraction:.2%} of voxels)" if rarest is not None else ""
+    return (f"{head} only at {size.scale:g}× widths and {crops} crops, a network too small for small "
+            f"structures{small}; --max-minutes {floor_minutes} fits {wanted} steps of {HALF_WIDTH:g}× widths at "
+            f"{'×'.join(map(str, floor_patch))} crops")
 
 
 def _patches_per_step(cfg: ExperimentConfig, dims: int, patch: tuple[int, ...]) -> int:
@@ -301,17 +351,40 @@ class _StepCost:
                     self.name, self.fp.spatial_dims, self.fp.num_channels, len(self.fp.labels), options, patch)
         return self.known[key] * patches
 
+    def window_seconds(self, options: dict[str, Any], patch: tuple[int, ...], step: float, patches: int) -> float:
+        """Seconds of one sliding-window patch at prediction: timed here (a batch of ``sw_batch_size``
+        in inference mode), or without measuring 1/2.5 of a training step's patch."""
+        if not self.measure:
+            return step / (2.5 * patches)
+        precision = runtime.resolve_precision(self.cfg.train.precision, self.device)
+        channels_last = runtime.resolve_channels_last(self.cfg.train.channels_last)
+        batch = self.cfg.inference.sw_batch_size
+        t0 = time.perf_counter()
+        seconds = network.measure_forward_seconds(self._args(options), patch, batch, self.device, precision,
+                                                  channels_last) / batch
+        self.spent += time.perf_counter() - t0
+        self.how = f"measured here in {self.spent:.0f} s"
+        return seconds
+
+
+def sliding_windows(shape: Sequence[float], patch: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's ``sliding_window_inference`` runs over ``shape``: per axis, steps of
+    ``int(patch × (1 - overlap))`` from 0 until a window reaches the end."""
+    counts = []
+    for size, roi in zip(shape, patch, strict=True):
+        interval = max(1, int(roi * (1 - overlap)))
+        counts.append(1 if size <= roi else math.ceil((size - roi) / interval) + 1)
+    return math.prod(counts)
+
 
 def _budget(
     cfg: ExperimentConfig, fp: Fingerprint, shape: tuple[float, ...], patch: tuple[int, ...], patches: int,
-    options: dict[str, Any] | None, scale: float, step: float, seconds: float, how: str,
+    options: dict[str, Any] | None, scale: float, step: float, window: float, seconds: float, how: str,
 ) -> _Size:
-    """Steps, validations and epochs from the step time and the seconds left."""
+    """Steps, validations and epochs from the step time, one window's prediction time and the seconds left."""
     dims = fp.spatial_dims
     n_val = max(1, round(fp.num_cases * cfg.data.val_fraction))
-    windows = math.prod(max(1, math.ceil(s / (p * (1 - cfg.inference.overlap))))
-                        for s, p in zip(shape, patch, strict=True))
-    case = windows * step / (2.5 * patches)  # a forward pass costs about 1/2.5 of a training step
+    case = sliding_windows(shape, patch, cfg.inference.overlap) * window
     validation = n_val * case + 0.5
     validations = int(max(2, min(MAX_VALIDATIONS, VALIDATION_SHARE * seconds / validation)))
     steps = max(1, int((seconds - validations * validation) * 0.92 / step))  # 8 % for data and saving
@@ -319,6 +392,7 @@ def _budget(
     num_samples = 2 if patches >= 2 else 1
     batch = max(1, min(patches // num_samples, max(1, fp.num_cases - n_val)))
     why = (f"the median image at the planned spacing ({'×'.join(f'{s:.0f}' for s in shape)}), "
-           f"at most {PATCH_VOXELS[dims] // 1000} k voxels a patch, shrunk until ≥ {MIN_STEPS[dims]} steps fit")
+           f"at most {PATCH_VOXELS[dims] // 1000} k voxels a patch, shrunk until ≥ {MIN_STEPS[dims]} steps fit "
+           f"(at half widths, ≥ {MIN_STEPS[dims] * THIN_STEPS_SHARE:.0f})")
     estimate = Estimate(round(step, 4), steps, validations, round(validation, 2), how, round(case, 2))
     return _Size(patch, batch, num_samples, options, scale, estimate, validations * EPOCH_HEADROOM, per_epoch, why)

@@ -218,6 +218,8 @@ def _plan(
     if console is not None:
         console.print(plan_table(plan))
         console.print(plan_summary(plan), highlight=False)
+        for line in plan.advice:
+            console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
     return plan.apply(cfg), plan, fingerprint
 
 
@@ -263,6 +265,9 @@ def _write_run_start(run: _Run) -> None:
     run.say(describe)
     started = f"resume at epoch {run.start_epoch}" if run.start_epoch > 1 else "start"
     run.files.log(f"{started}: {cfg.model.name}; {describe}")
+    if run.plan is not None and run.start_epoch == 1:
+        for line in run.plan.advice:
+            run.files.log(f"plan note: {line}")
 
 
 # -- the epochs -----------------------------------------------------------------------------------------

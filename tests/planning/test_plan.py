@@ -6,10 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
+from medseg import runtime
 from medseg.config import load_config, resolve_config
 from medseg.planning import network, rules
+from medseg.planning import plan as plan_module
 from medseg.planning.plan import plan_experiment
 from medseg.planning.records import (
     CaseFingerprint,
@@ -124,3 +127,79 @@ def test_schedule_ends_when_the_time_does() -> None:
     assert 0.5 <= budget.fraction() < 0.51
     budget.reserve = 50.0
     assert budget.fraction() >= 1.0 and Budget(None).fraction() == 0.0
+
+
+def _planned(minutes: float, **train: object) -> plan_module.Plan:
+    cfg = resolve_config(model="unet", overrides={"data": {"path": "/tmp"}, "train": {"max_minutes": minutes, **train}})
+    return plan_experiment(cfg, ANISO, measure=False)
+
+
+def _widths(plan: plan_module.Plan) -> str:
+    return {c.key: c.reason for c in plan.choices}["model.options"]
+
+
+def test_half_widths_are_kept_with_fewer_steps_and_the_advice_names_the_budget_for_all() -> None:
+    short = _planned(3)  # the FLOPs estimate fits ≈270 steps of half widths in 3 min, 0.25× would fit 400
+    assert "widths at 0.5×" in _widths(short) and len(short.advice) == 1
+    line = short.advice[0]
+    assert line.startswith("short budget: 3 min on this machine fit ≈") and "(400 wanted)" in line
+    advised = int(line.split("--max-minutes ")[1].split()[0])
+    enough = _planned(advised)  # the advised budget fits the steps, and says nothing
+    assert advised > 3 and "widths at 0.5×" in _widths(enough) and enough.advice == []
+    assert enough.estimate.steps > short.estimate.steps
+    assert "# note: short budget:" in short.to_yaml(resolve_config(model="unet", overrides={"data": {"path": "/tmp"}}))
+    assert short.to_dict()["advice"] == [line]
+
+
+def test_a_budget_that_fits_only_thin_networks_warns_about_small_structures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_module._StepCost, "FALLBACK", 0.3)  # a slow machine: 10× the default estimate
+    short = _planned(3)
+    assert "widths at 0.25×" in _widths(short)
+    (line,) = short.advice
+    assert "only at 0.25× widths" in line and "'lesion' (0.40% of voxels)" in line
+    advised = int(line.split("--max-minutes ")[1].split()[0])
+    assert advised > 3 and _planned(advised).advice == [] and "widths at 0.5×" in _widths(_planned(advised))
+
+
+def test_no_budget_advice_on_a_fast_machine_or_without_a_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _planned(15).advice == [] and _planned(60).advice == []
+    monkeypatch.setattr(plan_module._StepCost, "FALLBACK", 0.3)
+    cfg = resolve_config(model="unet", overrides={"data": {"path": "/tmp"}, "train": {"epochs": 5}})
+    assert plan_experiment(cfg, ANISO, measure=False).advice == []  # fixed epochs: no minutes to raise
+
+
+def test_validation_and_mirroring_are_planned_from_a_timed_window_not_the_training_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(network, "measure_step_seconds", lambda *a, **k: 0.5)
+    monkeypatch.setattr(network, "measure_forward_seconds", lambda args, patch, batch, *a, **k: 0.01 * batch)
+    cfg = resolve_config(model="unet", overrides={"data": {"path": "/tmp", "patch_size": [64, 64, 16]},
+                                                   "train": {"max_minutes": 10}})
+    plan = plan_experiment(cfg, ANISO, measure=True)
+    spacing = next(c.value for c in plan.choices if c.key == "data.spacing")
+    shape = rules.resampled_shape(ANISO, tuple(spacing))
+    windows = plan_module.sliding_windows(shape, (64, 64, 16), 0.5)
+    assert plan.estimate.case_seconds == pytest.approx(0.01 * windows, abs=0.01)  # 0.01 s a window, as timed
+    assert plan.estimate.step_seconds == pytest.approx(0.5)  # the timed step of 2 patches
+    assert [c.value for c in plan.choices if c.key == "inference.tta"] == [True]  # 8 passes ≈ 8 × 0.01 × windows
+    tiny = network.measure_forward_seconds({"name": "unet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2,
+                                            "features": [4, 8, 16]}, (32, 32), 2, torch.device("cpu"),
+                                           runtime.resolve_precision("fp32", torch.device("cpu")), False)
+    assert 0.0 < tiny < 5.0
+
+
+@pytest.mark.parametrize(("shape", "patch", "overlap"), [
+    ((160, 160, 40), (64, 64, 16), 0.5), ((100, 37, 9), (32, 32, 16), 0.25), ((64, 64), (64, 64), 0.5),
+    ((130, 97), (48, 40), 0.6),
+])
+def test_the_planned_window_count_is_what_monais_sliding_window_runs(shape, patch, overlap) -> None:
+    from monai.inferers import sliding_window_inference
+
+    seen = []
+
+    def count(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return x
+
+    sliding_window_inference(torch.zeros(1, 1, *shape), patch, 1, count, overlap=overlap)
+    assert plan_module.sliding_windows(shape, patch, overlap) == len(seen)

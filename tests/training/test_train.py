@@ -141,3 +141,23 @@ def test_an_undeclared_label_value_stops_training_with_one_line_naming_the_file(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "c2.nii.gz" in err[0] and "7" in err[0], err
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_the_plans_advice_is_in_log_txt_and_plan_yaml(
+    tiny_nuclei: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medseg.training.loop as loop
+
+    real = loop.plan_experiment
+
+    def advised(*args, **kwargs):  # type: ignore[no-untyped-def]
+        plan = real(*args, **kwargs)
+        plan.advice.append("short budget: a test line")
+        return plan
+
+    monkeypatch.setattr(loop, "plan_experiment", advised)
+    run = tmp_path / "run"
+    result = runner.invoke(app, tiny_args("fcn", tiny_nuclei, run))
+    assert result.exit_code == 0, result.output
+    assert "plan note: short budget: a test line" in (run / "log.txt").read_text(encoding="utf-8")
+    assert "# note: short budget: a test line" in (run / "plan.yaml").read_text(encoding="utf-8")
