@@ -23,7 +23,7 @@ def plan(
 ) -> None:
     """Fingerprint a dataset and plan a training run for it on this machine.
 
-    Prints the fingerprint's tables, then one row per config value: the planned value and why, or 'yours' for the values your config or flags set. -o writes the plan as a config file; `medseg train --config plan.yaml` then trains exactly that.
+    Prints the fingerprint's tables, then one row per config value: the planned value and why, or 'yours' for the values your config or flags set, and a note when the budget is too short for the data on this machine, naming the --max-minutes that would do. -o writes the plan as a config file; `medseg train --config plan.yaml` then trains exactly that.
     """
     from rich.console import Console
 
