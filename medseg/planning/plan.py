@@ -45,9 +45,10 @@ LADDER = [(1.0, 1.0), (0.5, 1.0), (0.5, 0.8), (0.5, 0.64), (0.5, 0.5), (0.375, 0
 #: missed (Dice 0.18 and 0.10 at 0.25× widths in 3 min on a 2-core AVX2 EPYC; 0.77-0.87 at 0.5×;
 #: docs/planning.md).
 HALF_WIDTH = 0.5
-#: Half widths are kept while they fit this share of :data:`MIN_STEPS`: at 3 min on that CPU, 235 steps
-#: at 0.5× widths gave lesion Dice 0.77 where 452 steps at 0.25× gave 0.10.
-THIN_STEPS_SHARE = 0.5
+#: Half widths are kept while they fit this share of :data:`MIN_STEPS`: at 3 min on that CPU, 180 and 235
+#: steps at 0.5× widths gave lesion Dice 0.77 where 452 and 624 planned at 0.25× gave 0.10. A third, not
+#: a half: one plan's noisy timing of the half-width step (0.9 s, where the runs took 0.62) fell under a half.
+THIN_STEPS_SHARE = 1 / 3
 #: Seconds of network time per median case up to which prediction averages the mirrored passes.
 MAX_TTA_SECONDS = 60.0
 #: Validations per run at most, and the share of the budget they may take.
