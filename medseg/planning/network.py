@@ -153,4 +153,3 @@ def measure_forward_seconds(
             if i:
                 times.append(time.perf_counter() - t0)
     return float(statistics.median(times))
-

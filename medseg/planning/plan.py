@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -279,7 +279,7 @@ def _plan_size(
     return size
 
 
-def _first(n: int, fits: Any) -> int:
+def _first(n: int, fits: Callable[[int], bool]) -> int:
     """The first of ``n`` rungs that ``fits`` (binary search: step time only falls along the ladder);
     the last one when none does."""
     lo, hi = 0, n - 1
