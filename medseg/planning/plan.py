@@ -331,6 +331,11 @@ class _StepCost:
         self.spent = 0.0
         self.how = "estimated from FLOPs"
 
+    def _settings(self) -> tuple[runtime.Precision, bool]:
+        """The precision and memory format the timed passes run in: the training run's."""
+        return (runtime.resolve_precision(self.cfg.train.precision, self.device),
+                runtime.resolve_channels_last(self.cfg.train.channels_last))
+
     def _args(self, options: dict[str, Any]) -> dict[str, Any]:
         return {"name": self.name, "spatial_dims": self.fp.spatial_dims, "in_channels": self.fp.num_channels,
                 "out_channels": len(self.fp.labels), **options}
@@ -339,8 +344,7 @@ class _StepCost:
         key = repr((options, patch, patches))
         if key not in self.known:
             if self.measure:
-                precision = runtime.resolve_precision(self.cfg.train.precision, self.device)
-                channels_last = runtime.resolve_channels_last(self.cfg.train.channels_last)
+                precision, channels_last = self._settings()
                 t0 = time.perf_counter()
                 # at the real batch: timing two patches and scaling overestimated a 2D step of 10 by 2×
                 self.known[key] = network.measure_step_seconds(self._args(options), patch, max(2, patches),
@@ -357,8 +361,7 @@ class _StepCost:
         in inference mode), or without measuring 1/2.5 of a training step's patch."""
         if not self.measure:
             return step / (2.5 * patches)
-        precision = runtime.resolve_precision(self.cfg.train.precision, self.device)
-        channels_last = runtime.resolve_channels_last(self.cfg.train.channels_last)
+        precision, channels_last = self._settings()
         batch = self.cfg.inference.sw_batch_size
         t0 = time.perf_counter()
         seconds = network.measure_forward_seconds(self._args(options), patch, batch, self.device, precision,
