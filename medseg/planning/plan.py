@@ -159,9 +159,8 @@ def plan_experiment(
     name = choose("model.name", cfg.model.name, network.DEFAULT_MODELS[dims],
                   f"medseg's default {dims}D model on this budget")
     shape = rules.resampled_shape(fp, spacing)
-    size = _plan_size(cfg, fp, name, shape, spacing, device, minutes * 60.0 - spent_seconds, measure, minutes)
-    if size.advice and cfg.train.epochs is not None and cfg.train.max_minutes is None:
-        size.advice = None  # fixed epochs: no time limit to raise
+    limit = None if cfg.train.epochs is not None and cfg.train.max_minutes is None else minutes  # None: none to raise
+    size = _plan_size(cfg, fp, name, shape, spacing, device, minutes * 60.0 - spent_seconds, measure, limit)
     for key, current, value, reason in size.choices(cfg):
         choose(key, current, value, reason)
     choose("inference.tta", cfg.inference.tta, *_plan_mirroring(fp, shape, size))
@@ -241,11 +240,11 @@ class _Size:
 
 def _plan_size(
     cfg: ExperimentConfig, fp: Fingerprint, name: str, shape: tuple[float, ...], spacing: tuple[float, ...] | None,
-    device: torch.device, seconds: float, measure: bool, minutes: float,
+    device: torch.device, seconds: float, measure: bool, minutes: float | None,
 ) -> _Size:
     """The first rung of :data:`LADDER` whose steps fit :data:`MIN_STEPS` into the budget, but not below half
     widths while those fit :data:`THIN_STEPS_SHARE` of the steps; a short budget's advice names the one
-    that fits them all."""
+    that fits them all (``minutes``: the run's time limit; None, fixed epochs, gives no advice)."""
     dims = fp.spatial_dims
     sizable = not (set(cfg.model.options) & network.SIZE_OPTIONS) and name in network.SIZERS
     fixed_patch = tuple(cfg.data.patch_size) if cfg.data.patch_size is not None else None
@@ -273,7 +272,7 @@ def _plan_size(
     window = cost.window_seconds(options, patch, step, patches)
     size = _budget(cfg, fp, shape, patch, patches, options if sizable else None, ladder[lo][0], step, window,
                    seconds, cost.how)
-    if floor is not None and lo >= floor and not fits(floor):
+    if minutes is not None and floor is not None and lo >= floor and not fits(floor):
         needed = minutes * 60.0 - seconds + cost.spent + MIN_STEPS[dims] * 1.1 * cost.seconds(*rung(floor), patches)
         size.advice = _short_budget_advice(fp, size, minutes, rung(floor)[1], math.ceil(needed / 60.0))
     return size
