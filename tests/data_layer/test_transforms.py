@@ -7,10 +7,11 @@ from copy import deepcopy
 import numpy as np
 import pytest
 import torch
-from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
+from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset, get_track_meta
 from monai.transforms import (
     Compose,
     Invertd,
+    Lambdad,
     RandAffined,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -73,7 +74,8 @@ def _invert_train_sample(tf: Compose, sample: dict, key: str) -> np.ndarray:
 def test_train_crops_flips_rotations_invert_to_the_original_label(tmp_path):
     item, label = _volume(tmp_path)
     tf = transforms.build_transforms(
-        "train", preset="ct", spatial_dims=3, patch_size=[8, 8, 4], ct_window=(0, 200), num_samples=3
+        "train", preset="ct", spatial_dims=3, patch_size=[8, 8, 4], ct_window=(0, 200), num_samples=3,
+        track_meta=True,
     )
     _set_probs(tf, exact=True)
     tf.set_random_state(7)
@@ -167,6 +169,49 @@ def test_2d_train_patches(tmp_path):
     tf = transforms.build_transforms("train", preset="gray2d", spatial_dims=2, patch_size=[16, 16], num_samples=2)
     crops = tf({"image": str(tmp_path / "i.png"), "label": str(tmp_path / "m.png")})
     assert [tuple(c["image"].shape) for c in crops] == [(1, 16, 16)] * 2  # padded to the patch, then cropped
+
+
+def test_training_augmentations_run_untracked_with_the_values_of_tracked_ones(tmp_path):
+    item, _ = _volume(tmp_path)
+    args = {"preset": "ct", "spatial_dims": 3, "patch_size": [8, 8, 4], "ct_window": (0, 200), "num_samples": 3,
+            "class_ratios": [1.0, 1.0, 1.0]}
+    flat = transforms.build_transforms("train", **args, track_meta=True)
+    untracked = transforms.build_transforms("train", **args)
+    random_part = untracked.transforms[-1]
+    assert isinstance(random_part, transforms.UntrackedCompose)
+    assert [type(t) for t in random_part.transforms] == [type(t) for t in flat.transforms[-len(random_part.transforms):]]
+    # the same steps, the same seed, tracked and not: the same crops, as plain tensors
+    tracked_part = Compose(flat.transforms[-len(random_part.transforms):])
+    cached = Compose(untracked.transforms[:-1])(item)
+    tracked_part.set_random_state(3)
+    random_part.set_random_state(3)
+    expected, got = tracked_part(deepcopy(cached)), random_part(deepcopy(cached))
+    assert len(got) == 3
+    for a, b in zip(expected, got, strict=True):
+        assert isinstance(a["image"], MetaTensor) and type(b["image"]) is torch.Tensor and type(b["label"]) is torch.Tensor
+        torch.testing.assert_close(b["image"], a["image"].as_tensor())
+        torch.testing.assert_close(b["label"], a["label"].as_tensor())
+    assert get_track_meta()  # switched back on after the call
+
+
+def test_untracked_compose_restores_tracking_when_a_step_fails():
+    def fail(_):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        transforms.UntrackedCompose([Lambdad("image", fail)])({"image": torch.zeros(1, 2, 2)})
+    assert get_track_meta()
+
+
+def test_a_cached_training_dataset_stores_tracked_images_and_serves_untracked_crops(tmp_path):
+    item, _ = _volume(tmp_path)
+    tf = transforms.build_transforms("train", preset="ct", spatial_dims=3, patch_size=[8, 8, 4],
+                                     ct_window=(0, 200), num_samples=2)
+    ds = cache.build_dataset([item], tf, "memory", num_workers=1)
+    assert isinstance(ds._cache[0]["image"], MetaTensor)  # up to the first random step, as MONAI caches
+    crops = ds[0]
+    assert [tuple(c["image"].shape) for c in crops] == [(1, 8, 8, 4)] * 2
+    assert all(type(c["image"]) is torch.Tensor for c in crops)
 
 
 def test_build_dataset_cache_kinds(tmp_path):
