@@ -101,10 +101,12 @@ def gflops(name: str, spatial_dims: int, in_channels: int, classes: int, options
 
 def measure_step_seconds(
     build_args: dict[str, Any], patch: Sequence[int], batch: int, device: torch.device,
-    precision: runtime.Precision, channels_last: bool, steps: int = 2, warmup: int = 2,
+    precision: runtime.Precision, channels_last: bool, steps: int = 3, warmup: int = 2,
 ) -> float:
     """Median seconds of ``steps`` real training steps (after ``warmup`` ones: oneDNN builds its
-    kernels for each new shape on the first) on random data."""
+    kernels for each new shape on the first) on random data. Three, not two: on a shared 2-core VM
+    the median of two was one slow step away from planning a narrower network (0.58-0.9 s for a
+    step that ran at 0.62-0.66 s)."""
     dims = int(build_args["spatial_dims"])
     model = runtime.prepare_module(build_model(**build_args), device, dims, channels_last)
     model.train()
