@@ -224,11 +224,24 @@ def _nnunet(root: Path, meta: dict[str, Any]) -> DatasetInfo:
 
     cases = collect(root / "imagesTr", True)
     if not cases:
-        raise MedsegError(f"{root / 'imagesTr'}: no images named CASE_0000{ending}; check 'file_ending' in dataset.json")
+        raise _no_nnunet_cases(root / "imagesTr", ending)
     test = collect(root / "imagesTs", False)
     dims = _header_dims(cases[0].images[0])[0]
     return DatasetInfo(root, "nnunet", cases, test, labels, len(channels), dims, ending,
                        [channels[c] for c in sorted(channels)], str(meta.get("name", root.name)), problems)
+
+
+def _no_nnunet_cases(folder: Path, ending: str) -> MedsegError:
+    """The error for an nnU-Net v2 ``imagesTr`` with no usable channel file, naming the fix."""
+    found = sorted(f for f in folder.glob(f"*{ending}") if not f.name.startswith(_HIDDEN_PREFIXES)) \
+        if folder.is_dir() else []
+    if not found:
+        return MedsegError(f"{folder}: no {ending} files (dataset.json's 'file_ending'); put the images there "
+                           "or set 'file_ending' to their extension")
+    stem = found[0].name[: -len(ending)]
+    return MedsegError(
+        f"{folder}: {len(found)} {ending} file(s), none named CASE_XXXX{ending} as nnU-Net v2 names one file per "
+        f"channel (dataset.json has 'file_ending'); rename {found[0].name} to {stem}_0000{ending}, and so on")
 
 
 def _msd(root: Path, meta: dict[str, Any]) -> DatasetInfo:

@@ -100,6 +100,19 @@ def test_nnunet_missing_channel_is_a_problem(tmp_path):
     assert len(info.problems) == 1 and "case_c_0001.nii.gz" in info.problems[0]
 
 
+def test_nnunet_without_channel_suffixes_names_the_rename(tmp_path):
+    root = _nnunet(tmp_path / "nn")
+    for f in (root / "imagesTr").iterdir():
+        f.rename(f.with_name(f.name.replace("_0000", "")))
+    with pytest.raises(MedsegError, match=r"5 \.nii\.gz file\(s\), none named CASE_XXXX.*rename case_a\.nii\.gz "
+                                          r"to case_a_0000\.nii\.gz"):
+        datasets.discover(root)
+    for f in (root / "imagesTr").iterdir():
+        f.unlink()
+    with pytest.raises(MedsegError, match=r"imagesTr: no \.nii\.gz files .*'file_ending'"):
+        datasets.discover(root)
+
+
 def test_folder_layout_scans_labels_and_pairs_by_id(tmp_path):
     root = tmp_path / "f"
     for i, cid in enumerate(["x", "y"]):
