@@ -39,6 +39,8 @@ nnU-Net-layout dataset is printed beside medseg's run config; otherwise one line
 
 Run: ``python benchmarks/time_to_dice.py [--datasets micro2d_small,ct3d_lesion] [--minutes 5]
 [--out runs/time_to_dice] [--seed 0]``; the logs of every medseg command are under ``OUT/work/KIND/``.
+``--datasets`` also takes dataset folders of your own (any layout ``medseg train --data`` reads) whose
+held-out test images have labels of the same case id in ``labelsTs/``: the same two sides on your data.
 A full run is 4 datasets × 2 sides × M minutes, plus prediction.
 """
 
@@ -94,16 +96,11 @@ class Dataset:
     test: list[tuple[list[Path], Path]]
     classes: dict[int, str]
     spatial_dims: int
+    modality: str = ""
 
     @property
     def labels_dir(self) -> Path:
         return self.test[0][1].parent
-
-    @property
-    def modality(self) -> str:
-        meta = json.loads((self.root / "dataset.json").read_text(encoding="utf-8"))
-        names = meta.get("modality") or meta.get("channel_names") or {}
-        return str(names.get("0", ""))
 
 
 # -- set-up ------------------------------------------------------------------------------------------
@@ -134,14 +131,36 @@ def class_map(root: Path) -> dict[int, str]:
 
 
 def prepare(kind: str, out: Path, seed: int) -> Dataset:
-    """Generate ``kind`` under ``out/data`` and describe it."""
+    """Generate ``kind`` under ``out/data`` and describe it (a folder of the user's: :func:`existing`)."""
+    if kind not in DATASETS:
+        return existing(Path(kind))
     start = time.perf_counter()
     root = synthetic.generate(kind, out / "data" / kind, seed=seed)
     pairs = synthetic.cases(root)
     dims = io.read_header(pairs["train"][0][0][0]).spatial_dims
     print(f"\n== {kind}: generated {len(pairs['train'])} + {len(pairs['test'])} cases in "
           f"{time.perf_counter() - start:.1f} s at {root}", flush=True)
-    return Dataset(kind, root, pairs["train"], pairs["test"], class_map(root), dims)
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    modality = str((meta.get("modality") or meta.get("channel_names") or {}).get("0", ""))
+    return Dataset(kind, root, pairs["train"], pairs["test"], class_map(root), dims, modality)
+
+
+def existing(root: Path) -> Dataset:
+    """A dataset folder of the user's (any layout ``medseg train --data`` takes) whose test images have
+    labels of the same case id in ``labelsTs/``: the held-out cases both sides are scored on."""
+    from medseg.data.datasets import discover
+
+    info = discover(root)
+    labels = {io.strip_suffix(p.name): p for p in sorted((root / "labelsTs").glob("*")) if p.is_file()}
+    test = [(list(c.images), labels[c.id]) for c in info.test_cases if c.id in labels]
+    if not test:
+        raise SystemExit(f"{root}: no test image with a label of the same case id in {root / 'labelsTs'}; "
+                         "put the held-out cases' labels there")
+    train = [(list(c.images), c.label) for c in info.cases if c.label is not None]
+    print(f"\n== {root.name}: {len(train)} training + {len(test)} held-out cases at {root}", flush=True)
+    classes = {v: n for v, n in info.labels.items() if v != 0}
+    return Dataset(root.name, root.resolve(), train, test, classes, info.spatial_dims,
+                   info.modalities[0] if info.modalities else "")
 
 
 def case_id(label: Path) -> str:
@@ -424,7 +443,7 @@ def write_markdown(out: Path, intro: list[str], rows: list[str], summaries: list
 def run_dataset(kind: str, index: int, args: argparse.Namespace) -> tuple[list[str], str, list[str]]:
     """Both sides on one dataset (which goes first alternates); its table rows, summary and notes."""
     data = prepare(kind, args.out, args.seed)
-    work = args.out / "work" / kind
+    work = args.out / "work" / data.kind
     sides: dict[str, Side] = {}
     order = ("medseg", "MONAI") if index % 2 == 0 else ("MONAI", "medseg")
     for name in order:
@@ -434,21 +453,24 @@ def run_dataset(kind: str, index: int, args: argparse.Namespace) -> tuple[list[s
         side = sides[name]
         print(f"   {name}: {side.error or side.dice} ({side.wall} s)", flush=True)
     rows = table_rows(data, sides["medseg"], sides["MONAI"])
-    notes = [f"{kind}: {n}" for n in (sides["medseg"].note, sides["MONAI"].note, nnunet_plan(data, work)) if n]
+    notes = [f"{data.kind}: {n}" for n in (sides["medseg"].note, sides["MONAI"].note, nnunet_plan(data, work)) if n]
     return rows, summary_line(data, sides["medseg"], sides["MONAI"]), notes
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, from {', '.join(DATASETS)}")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help=f"comma-separated, from {', '.join(DATASETS)}, or dataset folders of your own "
+                             "(test images with their labels in labelsTs/)")
     parser.add_argument("--minutes", type=float, default=5.0, help="training wall time per side and dataset")
     parser.add_argument("--out", type=Path, default=Path("runs/time_to_dice"), help="data, runs and the table")
     parser.add_argument("--seed", type=int, default=0, help="dataset generation and the MONAI side")
     args = parser.parse_args()
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    unknown = sorted(set(args.datasets) - set(DATASETS))
+    unknown = sorted(d for d in set(args.datasets) - set(DATASETS) if not Path(d).is_dir())
     if unknown:
-        parser.error(f"--datasets: unknown {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
+        parser.error(f"--datasets: unknown {', '.join(unknown)}; choose from {', '.join(DATASETS)} "
+                     "or give a dataset folder")
     return args
 
 
