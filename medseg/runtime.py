@@ -12,7 +12,7 @@ import ctypes
 import functools
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -236,37 +236,70 @@ def resolve_channels_last(spec: bool | str) -> bool:
     return True
 
 
-class BF16SafeConv3d(nn.Conv3d):
-    """``nn.Conv3d`` that leaves bf16 autocast on the CPU where oneDNN's bf16 kernel is wrong.
+def bf16_conv_is_unsafe(conv: nn.Conv2d | nn.Conv3d, spatial: tuple[int, ...]) -> bool:
+    """Whether oneDNN's bf16 kernel (torch 2.13, CPU) was measured wrong for ``conv`` on an input of
+    spatial shape ``spatial``; both cases are a few voxels at the bottom of a network.
 
-    Measured with torch 2.13 on an AVX512-BF16 CPU: a bf16 3D convolution whose input's first
-    spatial axis is longer than 1 but shorter than the kernel (2 voxels under a 3-tap kernel, as at
-    the bottom of a network on a 64-voxel axis) returns a different weight gradient on every call,
-    with garbage of up to 3e38 and NaN in some of them; a network bottoming out there had non-finite
-    gradients in every step (docs/benchmarks.md). Such maps are tiny, so the convolution runs in fp32.
+    - AVX512-BF16 (AMD EPYC): a 3D convolution whose first spatial axis is longer than 1 and shorter
+      than the kernel gives a different weight gradient on every call, with values up to 3e38 and NaN.
+    - AMX (Intel Xeon): a 2D or 3D convolution strided on the last axis down to one output voxel
+      there (an input 1 or 2 long under stride 2) gives garbage outputs and weight gradients, and in
+      a long sweep once corrupted the heap (glibc aborted); unstrided or longer axes were exact.
     """
+    kernel, stride, dilation = conv.kernel_size, conv.stride, conv.dilation
+    if len(spatial) == 3 and 1 < spatial[0] < kernel[0]:
+        return True
+    if stride[-1] <= 1 or isinstance(conv.padding, str):  # 'same' needs stride 1; 'valid' is not used
+        return False
+    length = spatial[-1] + 2 * conv.padding[-1] - dilation[-1] * (kernel[-1] - 1) - 1
+    return length // stride[-1] + 1 == 1
+
+
+def _bf16_safe_forward(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor,
+                       forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``forward(x)``, outside bf16 autocast (in fp32) where :func:`bf16_conv_is_unsafe` says so."""
+    if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            and bf16_conv_is_unsafe(conv, tuple(x.shape[2:]))):
+        with torch.autocast("cpu", enabled=False):
+            return forward(x.float())
+    return forward(x)
+
+
+class BF16SafeConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that leaves bf16 autocast on the CPU where oneDNN's bf16 kernel is wrong
+    (:func:`bf16_conv_is_unsafe`: a few pixels, so the convolution runs in fp32)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and 1 < x.shape[-3] < self.kernel_size[0]
-                and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16):
-            with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
-        return super().forward(x)
+        return _bf16_safe_forward(self, x, super().forward)
+
+
+class BF16SafeConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that leaves bf16 autocast on the CPU where oneDNN's bf16 kernel is wrong
+    (:func:`bf16_conv_is_unsafe`: such maps are a few voxels, so the convolution runs in fp32).
+    A network bottoming out there had non-finite gradients in every step (docs/benchmarks.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _bf16_safe_forward(self, x, super().forward)
+
+
+_SAFE_CONVS: dict[type, type] = {nn.Conv2d: BF16SafeConv2d, nn.Conv3d: BF16SafeConv3d}
 
 
 def guard_bf16_convs(module: nn.Module) -> int:
-    """Make every plain ``nn.Conv3d`` of ``module`` a :class:`BF16SafeConv3d` (same weights and keys,
-    in place); returns how many. :func:`prepare_module` does it for every medseg network."""
+    """Make every plain ``nn.Conv2d`` / ``nn.Conv3d`` of ``module`` its bf16-safe twin (same weights
+    and keys, in place); returns how many. :func:`prepare_module` does it for every medseg network."""
     count = 0
     for m in module.modules():
-        if type(m) is nn.Conv3d:
-            m.__class__ = BF16SafeConv3d
+        safe = _SAFE_CONVS.get(type(m))
+        if safe is not None:
+            m.__class__ = safe
             count += 1
     return count
 
 
 def prepare_module(module: nn.Module, device: torch.device, spatial_dims: int, channels_last: bool) -> nn.Module:
-    """Move a model to its device and memory format, with its 3D convolutions bf16-safe."""
+    """Move a model to its device and memory format, with its convolutions bf16-safe."""
     guard_bf16_convs(module)
     module = module.to(device)
     if channels_last:

@@ -133,6 +133,37 @@ def test_bf16_3d_convs_on_a_two_voxel_axis_are_guarded() -> None:
         assert torch.isfinite(first[0]).all() and torch.equal(first[0], second[0])
 
 
+@pytest.mark.parametrize(("conv", "spatial", "unsafe"), [
+    (torch.nn.Conv3d(8, 8, 3, padding=1), (2, 8, 8), True),  # AVX512-BF16: first axis 2 under 3 taps
+    (torch.nn.Conv3d(8, 8, 3, padding=1), (3, 8, 8), False),
+    (torch.nn.Conv3d(8, 8, 3, stride=2, padding=1), (6, 6, 2), True),  # AMX: last axis strided to 1
+    (torch.nn.Conv3d(8, 8, 3, stride=2, padding=1), (6, 6, 3), False),  # ... to 2 is exact
+    (torch.nn.Conv3d(8, 8, 3, stride=(2, 2, 1), padding=1), (6, 6, 1), False),  # unstrided there
+    (torch.nn.Conv3d(8, 8, 7, stride=2, padding=3), (8, 8, 2), True),
+    (torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), (8, 1), True),
+    (torch.nn.Conv2d(8, 8, 3, stride=(1, 2), padding=1), (8, 2), True),
+    (torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), (8, 3), False),
+    (torch.nn.Conv2d(8, 8, 3, padding="same"), (8, 1), False),
+    (torch.nn.Conv2d(8, 8, 1, stride=2), (64, 64), False),
+])
+def test_bf16_unsafe_conv_shapes_are_the_measured_ones(conv: torch.nn.Module, spatial: tuple[int, ...],
+                                                       unsafe: bool) -> None:
+    assert runtime.bf16_conv_is_unsafe(conv, spatial) is unsafe
+
+
+@pytest.mark.parametrize(("dims", "shape", "stride"), [(3, (2, 64, 6, 6, 2), 2), (2, (2, 64, 8, 2), (1, 2))])
+def test_guarded_convs_strided_to_one_voxel_match_fp32(dims: int, shape: tuple[int, ...], stride: object) -> None:
+    """On AMX oneDNN's bf16 kernel returned NaN or ~1e37 here; the guarded conv runs it in fp32."""
+    torch.manual_seed(0)
+    conv = (torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d)(64, 64, 3, stride=stride, padding=1, bias=False)
+    x = torch.randn(shape)
+    expected = conv(x).detach()
+    assert runtime.guard_bf16_convs(conv) == 1
+    for _ in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            assert torch.equal(conv(x), expected)
+
+
 def test_forced_bf16_trains_a_small_3d_model_with_finite_gradients_every_step() -> None:
     """A 3D ResNet U-Net whose deepest maps are 2 voxels long, bf16 autocast forced: every step's
     gradients are finite (the run would otherwise skip them)."""
