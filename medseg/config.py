@@ -82,7 +82,7 @@ class TrainConfig(_Section):
 
     epochs: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(None, gt=0)  # planned (medseg.planning.rules.learning_rate); 1e-3 when not
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.99, ge=0, lt=1)
@@ -101,6 +101,11 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or 1e-3 where neither the user nor the planner set one (a fixed config)."""
+        return self.lr if self.lr is not None else 1e-3
 
 
 class InferenceConfig(_Section):

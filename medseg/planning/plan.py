@@ -156,6 +156,7 @@ def plan_experiment(
     spacing = _plan_spacing(cfg, fp, choose)
     _plan_intensity(cfg, fp, choose)
     choose("data.class_ratios", cfg.data.class_ratios, *rules.class_ratios(fp))
+    choose("train.lr", cfg.train.lr, *rules.learning_rate(fp))
     name = choose("model.name", cfg.model.name, network.DEFAULT_MODELS[dims],
                   f"medseg's default {dims}D model on this budget")
     shape = rules.resampled_shape(fp, spacing)
@@ -165,6 +166,17 @@ def plan_experiment(
         choose(key, current, value, reason)
     choose("inference.tta", cfg.inference.tta, *_plan_mirroring(fp, shape, size))
     return Plan(choices, size.estimate, fp, [size.advice] if size.advice else [])
+
+
+def _norm_reason(options: dict[str, Any], patches: int) -> str:
+    """Why the planned options carry their ``norm`` (empty when they carry none)."""
+    norm = options.get("norm") or (options.get("encoder_options") or {}).get("norm")
+    if norm == "instance":
+        return (f"; instance norms: {patches} patches a step give batch norms one case's statistics "
+                "(nnU-Net's choice)")
+    if norm == "batch":
+        return f"; batch norms: {patches} patches a step"
+    return ""
 
 
 def _plan_mirroring(fp: Fingerprint, shape: tuple[float, ...], size: _Size) -> tuple[bool, str]:
@@ -234,7 +246,8 @@ class _Size:
             ]
         if self.options is not None:
             rows.append(("model.options", None, self.options, f"widths at {self.scale:g}× the model's defaults so "
-                         f"≈{self.estimate.steps} steps fit the budget ({self.estimate.measured})"))
+                         f"≈{self.estimate.steps} steps fit the budget ({self.estimate.measured})"
+                         f"{_norm_reason(self.options, self.batch_size * self.num_samples)}"))
         return rows
 
 
@@ -250,13 +263,14 @@ def _plan_size(
     fixed_patch = tuple(cfg.data.patch_size) if cfg.data.patch_size is not None else None
     base_patch = fixed_patch or rules.patch_for(shape, PATCH_VOXELS[dims], PATCH_MULTIPLE[dims], MAX_PATCH_AXIS[dims])
     patches = _patches_per_step(cfg, dims, base_patch)
+    norm = network.norm_for(patches, ct=(cfg.data.preset or rules.normalisation(fp)[0]) == "ct")
     ladder = LADDER if (sizable or fixed_patch is None) else [(1.0, 1.0)]
     cost = _StepCost(cfg, fp, name, device, measure)
 
     def rung(k: int) -> tuple[dict[str, Any], tuple[int, ...]]:
         scale, patch_scale = ladder[k]
         patch = fixed_patch or rules.round_patch([p * patch_scale for p in base_patch], shape, PATCH_MULTIPLE[dims])
-        options = (network.sized_options(name, cfg.model.options, scale, patch, spacing) if sizable
+        options = (network.sized_options(name, cfg.model.options, scale, patch, spacing, norm) if sizable
                    else dict(cfg.model.options))
         return options, patch
 

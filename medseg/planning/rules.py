@@ -153,3 +153,16 @@ def patch_for(shape: Sequence[float], max_voxels: float, multiple: int, max_axis
             grow = room ** (1.0 / int(free.sum()))
             dims = np.where(free, np.minimum(dims * grow, np.minimum(shape, max_axis)), dims)
     return round_patch(dims, shape, multiple)
+
+
+#: AdamW's peak learning rate per dimensionality, for a run of minutes with a cosine decay to zero.
+LEARNING_RATES = {2: 1e-3, 3: 2e-3}
+
+
+def learning_rate(fp: Fingerprint) -> tuple[float, str]:
+    """(peak learning rate, reason). In 3D, 1e-3 left a class of 0.03 % of voxels unlearned after a
+    3-minute run (validation Dice 0.00 in three runs of four) where 2e-3 learned it to 0.97."""
+    if fp.spatial_dims == 3:
+        return LEARNING_RATES[3], ("AdamW peak, cosine to zero with the time: in 3-minute 3D runs 1e-3 "
+                                   "left a class of 0.03 % of voxels unlearned, 2e-3 did not")
+    return LEARNING_RATES[2], "AdamW peak, cosine to zero with the time"

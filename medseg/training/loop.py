@@ -351,7 +351,7 @@ def _train_epoch(run: _Run, epoch: int, progress: TrainProgress) -> float:
         if bad_steps > MAX_BAD_STEPS or not math.isfinite(loss_value):
             raise MedsegError(
                 f"train loss {loss_value:.4g} with non-finite gradients in {bad_steps} steps in a row at "
-                f"epoch {epoch}; lower train.lr (now {cfg.train.lr}) or use --precision fp32"
+                f"epoch {epoch}; lower train.lr (now {cfg.train.learning_rate:g}) or use --precision fp32"
             )
         loss_sum += loss_value
         progress.step(loss_value, run.scheduler.get_last_lr()[0])

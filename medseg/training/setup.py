@@ -35,9 +35,9 @@ Params = list[nn.Parameter]
 
 #: Optimisers by ``train.optimizer``; each takes the trainable parameters and the train section.
 OPTIMIZERS: dict[str, Callable[[Params, TrainConfig], torch.optim.Optimizer]] = {
-    "adamw": lambda params, t: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay),
+    "adamw": lambda params, t: torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay),
     "sgd": lambda params, t: torch.optim.SGD(
-        params, lr=t.lr, momentum=t.momentum, nesterov=True, weight_decay=t.weight_decay
+        params, lr=t.learning_rate, momentum=t.momentum, nesterov=True, weight_decay=t.weight_decay
     ),
 }
 

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from medseg import runtime
-from medseg.config import load_config, resolve_config
+from medseg.config import TrainConfig, load_config, resolve_config
 from medseg.planning import network, rules
 from medseg.planning import plan as plan_module
 from medseg.planning.plan import plan_experiment
@@ -203,3 +203,39 @@ def test_the_planned_window_count_is_what_monais_sliding_window_runs(shape, patc
 
     sliding_window_inference(torch.zeros(1, 1, *shape), patch, 1, count, overlap=overlap)
     assert plan_module.sliding_windows(shape, patch, overlap) == len(seen)
+
+
+def test_few_patches_a_step_plan_instance_norms_except_for_ct() -> None:
+    """3D plans draw 2 patches a step: batch norms would hold one case's statistics, yet on CT they
+    trained better in minutes (docs/planning.md)."""
+    mri = _fp([(1.0, 1.0, 1.2)] * 3, [(96, 112, 80)] * 3, modality="MRI")
+    cfg = resolve_config(model="unet", overrides={"data": {"path": "/tmp"}, "train": {"max_minutes": 10}})
+    plan = plan_experiment(cfg, mri, measure=False)
+    assert plan.apply(cfg).model.options["norm"] == "instance" and "instance norms: 2 patches a step" in _widths(plan)
+    assert "norm" not in plan_experiment(cfg, ANISO, measure=False).apply(cfg).model.options  # CT: batch norms
+    assert network.norm_for(2) == "instance" and network.norm_for(network.BATCH_NORM_MIN_PATCHES) == "batch"
+    assert network.norm_for(2, ct=True) == "batch"
+
+
+@pytest.mark.parametrize(("name", "options", "expected"), [
+    ("unet", {}, {"norm": "instance"}),
+    ("unet", {"norm": "group"}, {"norm": "group"}),  # the user's
+    ("unet_resnet", {}, {"norm": "instance", "encoder_options": {"norm": "instance"}}),
+    ("fcn", {}, {"encoder_options": {"norm": "instance"}}),  # no decoder norm to set
+    ("unet_resnet", {"encoder_weights": "w.pt"},  # pretrained batch norms stay
+     {"encoder_weights": "w.pt", "norm": "instance", "encoder_options": {"norm": "batch"}}),
+])
+def test_instance_norms_go_where_each_model_takes_them(name: str, options: dict, expected: dict) -> None:
+    assert network.with_norm(name, options, "instance", 3) == expected
+    assert network.with_norm(name, options, "batch", 3) == options
+
+
+def test_the_learning_rate_is_planned_by_dimensionality_and_the_users_is_kept() -> None:
+    by_key = {c.key: c for c in _planned(5).choices}
+    assert by_key["train.lr"].value == rules.LEARNING_RATES[3] == 2e-3 and by_key["train.lr"].planned
+    flat = _fp([(1.0, 1.0)] * 3, [(128, 96)] * 3, modality="", dims=2)
+    assert rules.learning_rate(flat)[0] == 1e-3
+    cfg = resolve_config(model="unet", overrides={"data": {"path": "/tmp"}, "train": {"lr": 3e-4, "max_minutes": 5}})
+    plan = plan_experiment(cfg, ANISO, measure=False)
+    assert plan.apply(cfg).train.lr == 3e-4 and "train.lr" not in {c.key for c in plan.planned()}
+    assert TrainConfig().lr is None and TrainConfig().learning_rate == 1e-3  # unplanned: the old default
