@@ -169,14 +169,10 @@ def plan_experiment(
 
 
 def _norm_reason(options: dict[str, Any], patches: int) -> str:
-    """Why the planned options carry their ``norm`` (empty when they carry none)."""
-    norm = options.get("norm") or (options.get("encoder_options") or {}).get("norm")
-    if norm == "instance":
-        return (f"; instance norms: {patches} patches a step give batch norms one case's statistics "
-                "(nnU-Net's choice)")
-    if norm == "batch":
-        return f"; batch norms: {patches} patches a step"
-    return ""
+    """Why the planned options carry instance norms (empty when they do not)."""
+    if "instance" not in (options.get("norm"), (options.get("encoder_options") or {}).get("norm")):
+        return ""
+    return f"; instance norms: {patches} patches a step give batch norms one case's statistics (nnU-Net's choice)"
 
 
 def _plan_mirroring(fp: Fingerprint, shape: tuple[float, ...], size: _Size) -> tuple[bool, str]:
