@@ -154,14 +154,15 @@ def plan_experiment(
         minutes = choose("train.max_minutes", cfg.train.max_minutes, default_minutes,
                          f"default budget on {device.type}; set --max-minutes for another")
     spacing = _plan_spacing(cfg, fp, choose)
-    _plan_intensity(cfg, fp, choose)
+    preset = _plan_intensity(cfg, fp, choose)
     choose("data.class_ratios", cfg.data.class_ratios, *rules.class_ratios(fp))
     choose("train.lr", cfg.train.lr, *rules.learning_rate(fp))
     name = choose("model.name", cfg.model.name, network.DEFAULT_MODELS[dims],
                   f"medseg's default {dims}D model on this budget")
     shape = rules.resampled_shape(fp, spacing)
     limit = None if cfg.train.epochs is not None and cfg.train.max_minutes is None else minutes  # None: none to raise
-    size = _plan_size(cfg, fp, name, shape, spacing, device, minutes * 60.0 - spent_seconds, measure, limit)
+    size = _plan_size(cfg, fp, name, shape, spacing, device, minutes * 60.0 - spent_seconds, measure, limit,
+                      preset == "ct")
     for key, current, value, reason in size.choices(cfg):
         choose(key, current, value, reason)
     choose("inference.tta", cfg.inference.tta, *_plan_mirroring(fp, shape, size))
@@ -197,13 +198,14 @@ def _plan_spacing(cfg: ExperimentConfig, fp: Fingerprint, choose: Any) -> tuple[
     return tuple(float(s) for s in value)
 
 
-def _plan_intensity(cfg: ExperimentConfig, fp: Fingerprint, choose: Any) -> None:
+def _plan_intensity(cfg: ExperimentConfig, fp: Fingerprint, choose: Any) -> str:
     preset, intensity, why = rules.normalisation(fp)
     chosen = choose("data.preset", cfg.data.preset, preset, why)
     if chosen == "ct" and cfg.data.ct_window is None:
         if intensity is None:  # the user said CT on data whose modality was not declared CT
             intensity = rules.normalisation(_as_ct(fp))[1]
         choose("data.intensity", cfg.data.intensity, intensity, "the CT scheme's foreground statistics")
+    return str(chosen)
 
 
 def _as_ct(fp: Fingerprint) -> Fingerprint:
@@ -249,17 +251,18 @@ class _Size:
 
 def _plan_size(
     cfg: ExperimentConfig, fp: Fingerprint, name: str, shape: tuple[float, ...], spacing: tuple[float, ...] | None,
-    device: torch.device, seconds: float, measure: bool, minutes: float | None,
+    device: torch.device, seconds: float, measure: bool, minutes: float | None, ct: bool = False,
 ) -> _Size:
     """The first rung of :data:`LADDER` whose steps fit :data:`MIN_STEPS` into the budget, but not below half
     widths while those fit :data:`THIN_STEPS_SHARE` of the steps; a short budget's advice names the one
-    that fits them all (``minutes``: the run's time limit; None, fixed epochs, gives no advice)."""
+    that fits them all (``minutes``: the run's time limit; None, fixed epochs, gives no advice; ``ct``:
+    the data is normalised as CT, which keeps batch norms)."""
     dims = fp.spatial_dims
     sizable = not (set(cfg.model.options) & network.SIZE_OPTIONS) and name in network.SIZERS
     fixed_patch = tuple(cfg.data.patch_size) if cfg.data.patch_size is not None else None
     base_patch = fixed_patch or rules.patch_for(shape, PATCH_VOXELS[dims], PATCH_MULTIPLE[dims], MAX_PATCH_AXIS[dims])
     patches = _patches_per_step(cfg, dims, base_patch)
-    norm = network.norm_for(patches, ct=(cfg.data.preset or rules.normalisation(fp)[0]) == "ct")
+    norm = network.norm_for(patches, ct)
     ladder = LADDER if (sizable or fixed_patch is None) else [(1.0, 1.0)]
     cost = _StepCost(cfg, fp, name, device, measure)
 
